@@ -1,1 +1,124 @@
-fn main() {}
+//! pinhole: H.264 from a camera (or the built-in test source) to browsers, as chunked CMAF over
+//! HTTP with an LL-HLS fallback. See `docs/` and `pinhole --help`.
+
+mod config;
+mod http;
+mod hub;
+mod pipeline;
+mod source;
+mod status;
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::sync::watch;
+
+use config::{Cli, Config};
+use media::segmenter::SegmenterConfig;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_cli(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pinhole: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log.as_deref());
+    // Two workers are plenty: the work per fragment is tiny, and a Pi has four cores to share
+    // with the encoder and cloudflared.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pinhole: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pinhole: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match filter {
+        Some(f) => EnvFilter::try_new(f).unwrap_or_else(|e| {
+            eprintln!("pinhole: log filter {f:?} is invalid ({e}); using \"info\"");
+            EnvFilter::new("info")
+        }),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listeners = http::bind(&config.listen).await?;
+    for l in &listeners {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!("serving on http://{addr}/");
+        }
+    }
+
+    let hub = hub::Hub::new();
+    let status = Arc::new(status::Status::new(
+        config.source.display_uri(),
+        config.fragment_ms,
+    ));
+    let seg_config = SegmenterConfig {
+        fragment_duration_90k: config.fragment_ms * 90,
+        low_delay_vui: true,
+    };
+    let pipeline = pipeline::Pipeline::new(seg_config, hub.clone(), status.clone())
+        .context("segmenter configuration")?;
+    let pipeline = Arc::new(Mutex::new(pipeline));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let source_task = tokio::spawn(source::supervise(
+        config.source.clone(),
+        pipeline,
+        status.clone(),
+        shutdown_rx.clone(),
+    ));
+    let state = Arc::new(http::AppState {
+        hub: hub.clone(),
+        status,
+    });
+    let server = tokio::spawn(http::serve(listeners, state, shutdown_rx));
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    // Ends the endless responses so graceful shutdown can finish.
+    hub.close();
+    let grace = http::SHUTDOWN_GRACE + std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, server).await;
+    let _ = tokio::time::timeout(grace, source_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

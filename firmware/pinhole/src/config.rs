@@ -1,0 +1,266 @@
+//! Configuration: command-line flags layered over an optional TOML file.
+//!
+//! Precedence: built-in defaults < `--config FILE` < flags. Every bad value is reported as one
+//! line naming the key, the value and what is allowed; TOML syntax errors carry line and column.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::source::SourceSpec;
+
+/// Fragment (CMAF part) duration bounds in milliseconds. Below 100 ms the per-fragment overhead
+/// dominates and tunnels dislike tiny writes; above 300 ms latency suffers.
+pub const FRAGMENT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=300;
+pub const DEFAULT_FRAGMENT_MS: u32 = 100;
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_SOURCE: &str = "testsrc";
+
+const AFTER_HELP: &str = "\
+SOURCES (--source URI):
+  testsrc[?OPTIONS]   built-in moving test pattern with the capture time burned in, encoded to
+                      H.264 in-process. Options: size=WxH (1280x720), fps=N (30), gop=FRAMES
+                      (one second), bitrate=BITS (2M; accepts k/M suffixes).
+                      Example: testsrc?size=1920x1080&fps=30&bitrate=6M
+  exec:COMMAND        runs COMMAND with /bin/sh and reads H.264 Annex-B from its stdout; restarted
+                      with capped backoff when it exits, its stderr goes to the log.
+                      Example: 'exec:rpicam-vid -t 0 --inline --codec h264 -o -'
+
+CONFIG FILE (--config FILE), TOML; flags override it:
+  listen = [\"127.0.0.1:8080\"]   # addresses to serve HTTP on
+  source = \"testsrc\"            # source URI, as above
+  fragment_ms = 100             # CMAF fragment duration, 100..=300
+  log = \"info\"                  # log filter (tracing EnvFilter syntax)
+
+ENDPOINTS:
+  GET  /                  the player
+  GET|POST /api/video/cmaf  live stream: [u32 BE length][payload] records, init segment first,
+                          then moof+mdat fragments; a zero-length record is a heartbeat
+  GET  /api/status        JSON status;  GET /metrics  Prometheus text";
+
+/// pinhole: a low-latency camera streamer. H.264 in, chunked CMAF and LL-HLS out.
+#[derive(Debug, Parser)]
+#[command(name = "pinhole", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// TOML configuration file; flags given on the command line override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to serve HTTP on; repeat for several. Default 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+
+    /// Video source URI (see SOURCES below). Default: testsrc.
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
+
+    /// Duration of each CMAF fragment in milliseconds, 100..=300. Default 100.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(100..=300))]
+    pub fragment_ms: Option<u32>,
+
+    /// Log filter, e.g. "info" or "pinhole=debug". Default: $RUST_LOG, else "info".
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// The TOML file's shape. Unknown keys are errors (`deny_unknown_fields`) so typos never
+/// silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<Vec<String>>,
+    source: Option<String>,
+    fragment_ms: Option<u32>,
+    log: Option<String>,
+}
+
+/// The effective configuration after defaults, file and flags are merged and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub source: SourceSpec,
+    pub fragment_ms: u32,
+    pub log: Option<String>,
+}
+
+/// A configuration error: one line for the user, already naming the key and what is allowed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let origin = |key: &str| match &cli.config {
+            Some(path) => format!("{}: {key}", path.display()),
+            None => key.to_string(),
+        };
+
+        let listen = if !cli.listen.is_empty() {
+            cli.listen.clone()
+        } else if let Some(list) = &file.listen {
+            if list.is_empty() {
+                return Err(ConfigError(format!(
+                    "{} = []: give at least one address, e.g. [\"{DEFAULT_LISTEN}\"]",
+                    origin("listen")
+                )));
+            }
+            list.iter()
+                .map(|s| {
+                    s.parse::<SocketAddr>().map_err(|_| {
+                        ConfigError(format!(
+                            "{} = {s:?}: not an IP address with port; allowed e.g. \"127.0.0.1:8080\" or \"[::]:8080\"",
+                            origin("listen")
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            vec![DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| ConfigError("internal: bad default listen address".into()))?]
+        };
+
+        let fragment_ms = match (cli.fragment_ms, file.fragment_ms) {
+            (Some(ms), _) => ms,
+            (None, Some(ms)) if FRAGMENT_MS_RANGE.contains(&ms) => ms,
+            (None, Some(ms)) => {
+                return Err(ConfigError(format!(
+                    "{} = {ms}: allowed {}..={} (milliseconds)",
+                    origin("fragment_ms"),
+                    FRAGMENT_MS_RANGE.start(),
+                    FRAGMENT_MS_RANGE.end()
+                )))
+            }
+            (None, None) => DEFAULT_FRAGMENT_MS,
+        };
+
+        let (uri, key) = match (&cli.source, &file.source) {
+            (Some(s), _) => (s.as_str(), "--source".to_string()),
+            (None, Some(s)) => (s.as_str(), origin("source")),
+            (None, None) => (DEFAULT_SOURCE, "source".to_string()),
+        };
+        let source = SourceSpec::parse(uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+
+        Ok(Config {
+            listen,
+            source,
+            fragment_ms,
+            log: cli.log.clone().or(file.log),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "cannot read config file {}: {e}",
+            path.display()
+        ))
+    })?;
+    parse_file(&text).map_err(|msg| ConfigError(format!("{}: {msg}", path.display())))
+}
+
+/// Parses the TOML text. The error is one line: "line L, column C: what is wrong".
+fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str::<FileConfig>(text).map_err(|e| {
+        let what = e.message().trim().replace('\n', " ");
+        match e.span() {
+            Some(span) => {
+                let (line, col) = line_col(text, span.start);
+                format!("line {line}, column {col}: {what}")
+            }
+            None => what,
+        }
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pinhole").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_arguments_serve_the_test_source_on_localhost_8080() {
+        let cfg = Config::from_cli(&cli(&[]).unwrap()).unwrap();
+        assert_eq!(cfg.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(cfg.fragment_ms, 100);
+        assert!(matches!(cfg.source, SourceSpec::Testsrc(_)));
+    }
+
+    #[test]
+    fn a_typo_in_the_file_is_an_error_naming_the_key_with_its_position() {
+        let err = parse_file("source = \"testsrc\"\nfragmnet_ms = 100\n").unwrap_err();
+        assert!(err.contains("fragmnet_ms"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_carry_line_and_column() {
+        let err = parse_file("fragment_ms = \n").unwrap_err();
+        assert!(err.starts_with("line 1, column"), "{err}");
+    }
+
+    #[test]
+    fn fragment_duration_outside_the_range_is_refused_naming_the_range() {
+        assert!(cli(&["--fragment-ms", "50"]).is_err());
+        assert!(cli(&["--fragment-ms", "300"]).is_ok());
+        let dir = std::env::temp_dir().join(format!("pinhole-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "fragment_ms = 500\n").unwrap();
+        let c = cli(&["--config", path.to_str().unwrap()]).unwrap();
+        let err = Config::from_cli(&c).unwrap_err().to_string();
+        assert!(err.contains("fragment_ms = 500") && err.contains("100..=300"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("pinhole-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ok.toml");
+        std::fs::write(
+            &path,
+            "listen = [\"127.0.0.1:9000\"]\nfragment_ms = 200\nsource = \"exec:cat x.h264\"\n",
+        )
+        .unwrap();
+        let c = cli(&["--config", path.to_str().unwrap(), "--fragment-ms", "150"]).unwrap();
+        let cfg = Config::from_cli(&c).unwrap();
+        assert_eq!(cfg.fragment_ms, 150);
+        assert_eq!(cfg.listen, vec!["127.0.0.1:9000".parse().unwrap()]);
+        assert!(matches!(cfg.source, SourceSpec::Exec(_)));
+    }
+
+    #[test]
+    fn a_bad_listen_address_in_the_file_names_the_key_and_value() {
+        let dir = std::env::temp_dir().join(format!("pinhole-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("l.toml");
+        std::fs::write(&path, "listen = [\"localhost\"]\n").unwrap();
+        let c = cli(&["--config", path.to_str().unwrap()]).unwrap();
+        let err = Config::from_cli(&c).unwrap_err().to_string();
+        assert!(err.contains("listen") && err.contains("\"localhost\""), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_source_scheme_is_refused_listing_the_known_ones() {
+        let c = cli(&["--source", "bogus:x"]).unwrap();
+        let err = Config::from_cli(&c).unwrap_err().to_string();
+        assert!(err.contains("--source") && err.contains("testsrc"), "{err}");
+    }
+}

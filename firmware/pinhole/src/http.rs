@@ -1,0 +1,330 @@
+//! HTTP: routes, the chunked CMAF stream, status and metrics.
+//!
+//! `/api/video/cmaf` is one endless response whose body is a sequence of records
+//! `[u32 big-endian length][payload]`: the init segment first, then `prft`+`moof`+`mdat`
+//! fragments, each handed to hyper the moment it is cut; a zero-length record is a heartbeat
+//! after [`HEARTBEAT`] of silence, so tunnels and proxies keep the connection open. The socket
+//! has `TCP_NODELAY`, so a fragment is not held back waiting for an ACK.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::{Instant, Sleep};
+
+use crate::hub::{Hub, Viewer};
+use crate::status::Status;
+
+/// Sent when nothing else went out for this long. Cloudflare cuts idle streams after 100 s;
+/// a few seconds also lets clients notice a dead connection quickly.
+pub const HEARTBEAT: Duration = Duration::from_secs(3);
+/// Open connections per listener; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for responses to finish before closing sockets.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+const INDEX_HTML: &str = include_str!("../../../web-ui/index.html");
+
+/// Everything a request handler may look at.
+#[derive(Debug)]
+pub struct AppState {
+    pub hub: Arc<Hub>,
+    pub status: Arc<Status>,
+}
+
+/// The routes, decoded from method and path in one pure function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Index,
+    Cmaf,
+    Status,
+    Metrics,
+    NotFound,
+    MethodNotAllowed(&'static str),
+}
+
+pub fn route(method: &Method, path: &str) -> Route {
+    let (allowed, r) = match path {
+        "/" | "/index.html" => ("GET, HEAD", Route::Index),
+        // POST too: quick tunnels hold back GET streams (cloudflared #1449).
+        "/api/video/cmaf" => ("GET, POST", Route::Cmaf),
+        "/api/status" => ("GET, HEAD", Route::Status),
+        "/metrics" => ("GET, HEAD", Route::Metrics),
+        _ => return Route::NotFound,
+    };
+    let ok = match r {
+        Route::Cmaf => method == Method::GET || method == Method::POST,
+        _ => method == Method::GET || method == Method::HEAD,
+    };
+    if ok {
+        r
+    } else {
+        Route::MethodNotAllowed(allowed)
+    }
+}
+
+/// Response body: a whole buffer, or the endless stream.
+#[derive(Debug)]
+pub enum Body {
+    Full(Option<Bytes>),
+    Cmaf(Box<CmafBody>),
+}
+
+impl Body {
+    fn full(b: impl Into<Bytes>) -> Body {
+        Body::Full(Some(b.into()))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Cmaf(s) => s.poll_record(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Body::Full(Some(b)) => http_body::SizeHint::with_exact(b.len() as u64),
+            Body::Full(None) => http_body::SizeHint::with_exact(0),
+            Body::Cmaf(_) => http_body::SizeHint::default(),
+        }
+    }
+}
+
+/// The body of `/api/video/cmaf` for one viewer.
+#[derive(Debug)]
+pub struct CmafBody {
+    viewer: Viewer,
+    heartbeat: Pin<Box<Sleep>>,
+    /// Generation of the init segment this viewer has; a part needing another one gets it first.
+    init_generation: Option<u32>,
+    /// A part waiting behind the init segment sent just before it.
+    pending: Option<Bytes>,
+}
+
+const HEARTBEAT_RECORD: Bytes = Bytes::from_static(&[0, 0, 0, 0]);
+
+impl CmafBody {
+    pub fn new(viewer: Viewer) -> CmafBody {
+        CmafBody {
+            viewer,
+            heartbeat: Box::pin(tokio::time::sleep(HEARTBEAT)),
+            init_generation: None,
+            pending: None,
+        }
+    }
+
+    fn sent(&mut self, b: Bytes) -> Poll<Option<Bytes>> {
+        self.heartbeat.as_mut().reset(Instant::now() + HEARTBEAT);
+        self.viewer.hub().add_bytes_sent(b.len());
+        Poll::Ready(Some(b))
+    }
+
+    fn poll_record(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(b) = self.pending.take() {
+            return self.sent(b);
+        }
+        match self.viewer.poll_next(cx) {
+            Poll::Ready(Some(entry)) => {
+                if self.init_generation != Some(entry.init.generation) {
+                    self.init_generation = Some(entry.init.generation);
+                    self.pending = Some(entry.part.framed.clone());
+                    return self.sent(entry.init.framed.clone());
+                }
+                self.sent(entry.part.framed.clone())
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if self.heartbeat.as_mut().poll(cx).is_ready() {
+                    return self.sent(HEARTBEAT_RECORD);
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(Body::full(format!("{text}\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn with_type(body: Body, content_type: &'static str, cache: &'static str) -> Response<Body> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static(cache));
+    r
+}
+
+pub fn handle(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+    let head = req.method() == Method::HEAD;
+    let mut resp = match route(req.method(), req.uri().path()) {
+        Route::Index => with_type(Body::full(INDEX_HTML), "text/html; charset=utf-8", "no-cache"),
+        Route::Cmaf => {
+            let viewer = state.hub.subscribe();
+            with_type(
+                Body::Cmaf(Box::new(CmafBody::new(viewer))),
+                "video/mp4",
+                "no-store",
+            )
+        }
+        Route::Status => {
+            let snap = state.status.snapshot(state.hub.counters());
+            match serde_json::to_vec(&snap) {
+                Ok(json) => with_type(Body::full(json), "application/json", "no-store"),
+                Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("status: {e}")),
+            }
+        }
+        Route::Metrics => with_type(
+            Body::full(state.status.snapshot(state.hub.counters()).to_prometheus()),
+            "text/plain; version=0.0.4; charset=utf-8",
+            "no-store",
+        ),
+        Route::NotFound => plain(StatusCode::NOT_FOUND, "not found"),
+        Route::MethodNotAllowed(allowed) => {
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+            r
+        }
+    };
+    if head {
+        *resp.body_mut() = Body::Full(None);
+    }
+    resp
+}
+
+/// Binds every address up front so a busy port is a startup error, not a later surprise.
+pub async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (is another pinhole or another server already listening there? choose another with --listen)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+        })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Serves until `shutdown` turns true, then lets open responses finish for up to
+/// [`SHUTDOWN_GRACE`] (the caller has already closed the hub, which ends the endless ones).
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    state: Arc<AppState>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let mut loops = Vec::new();
+    for listener in listeners {
+        let state = state.clone();
+        let graceful = graceful.clone();
+        let mut shutdown = shutdown.clone();
+        loops.push(tokio::spawn(async move {
+            let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+            loop {
+                let permit = tokio::select! {
+                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = shutdown.changed() => break,
+                };
+                let (stream, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // EMFILE and friends: back off briefly instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                    _ = shutdown.changed() => break,
+                };
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+                let state = state.clone();
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let resp = handle(&state, &req);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }));
+    }
+    for l in loops {
+        let _ = l.await;
+    }
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_default();
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("connections still open after {:?}; closing", SHUTDOWN_GRACE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_decode_as_a_table() {
+        let cases = [
+            (Method::GET, "/", Route::Index),
+            (Method::HEAD, "/", Route::Index),
+            (Method::GET, "/api/video/cmaf", Route::Cmaf),
+            (Method::POST, "/api/video/cmaf", Route::Cmaf),
+            (Method::PUT, "/api/video/cmaf", Route::MethodNotAllowed("GET, POST")),
+            (Method::GET, "/api/status", Route::Status),
+            (Method::POST, "/api/status", Route::MethodNotAllowed("GET, HEAD")),
+            (Method::GET, "/metrics", Route::Metrics),
+            (Method::GET, "/../etc/passwd", Route::NotFound),
+            (Method::GET, "/api/video/cmaf/", Route::NotFound),
+        ];
+        for (m, p, want) in cases {
+            assert_eq!(route(&m, p), want, "{m} {p}");
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The pipeline: frames from a source → segmenter → hub.
+//!
+//! It also keeps one media timeline across source restarts: each run's timestamps are moved so
+//! the first frame of a new run follows the last frame of the previous one, plus the wall-clock
+//! time the source was away. Players therefore see time only ever move forward (Safari stalls on
+//! backward jumps), and the gap equals the real outage.
+
+use std::sync::Arc;
+
+use media::segmenter::{Frame, Output, Segmenter, SegmenterConfig};
+
+use crate::hub::Hub;
+use crate::source::FrameSink;
+use crate::status::Status;
+
+pub struct Pipeline {
+    segmenter: Segmenter,
+    hub: Arc<Hub>,
+    status: Arc<Status>,
+    /// Mapping of this run's timestamps: (first source dts, where it lands on the timeline).
+    run_base: Option<(u64, u64)>,
+    /// End of the last frame on the timeline, and its capture time.
+    last_end: Option<(u64, u64)>,
+    rejected: u64,
+}
+
+impl Pipeline {
+    pub fn new(config: SegmenterConfig, hub: Arc<Hub>, status: Arc<Status>) -> Result<Pipeline, media::segmenter::SegmentError> {
+        Ok(Pipeline {
+            segmenter: Segmenter::new(config)?,
+            hub,
+            status,
+            run_base: None,
+            last_end: None,
+            rejected: 0,
+        })
+    }
+
+    /// The source run ended: send the partial part on and start a new timeline mapping.
+    pub fn end_of_run(&mut self) {
+        let outputs = self.segmenter.flush();
+        self.publish(outputs);
+        self.run_base = None;
+    }
+
+    fn publish(&mut self, outputs: Vec<Output>) {
+        for out in outputs {
+            match out {
+                Output::Init(init) => {
+                    tracing::info!(codec = %init.codec, width = init.width, height = init.height, generation = init.generation, "new init segment");
+                    self.status.set_video(&init.codec, init.width, init.height);
+                    self.hub.set_init(init);
+                }
+                Output::Part(part) => {
+                    self.status.record_part(part.duration_90k, part.frame_count, part.framed.len());
+                    self.hub.publish(part);
+                }
+            }
+        }
+    }
+}
+
+impl FrameSink for Pipeline {
+    fn frame(&mut self, mut frame: Frame) {
+        let (src0, dst0) = *self.run_base.get_or_insert_with(|| {
+            let dst = match self.last_end {
+                None => frame.dts_90k,
+                Some((end, end_capture_us)) => {
+                    let away_us = frame.capture_unix_us.saturating_sub(end_capture_us);
+                    end + away_us * 9 / 100
+                }
+            };
+            (frame.dts_90k, dst)
+        });
+        frame.dts_90k = dst0 + frame.dts_90k.saturating_sub(src0);
+        let end = frame.dts_90k + u64::from(frame.duration_90k);
+        let capture = frame.capture_unix_us;
+        match self.segmenter.push(frame) {
+            Ok(outputs) => {
+                self.last_end = Some((end, capture));
+                self.publish(outputs);
+            }
+            Err(e) => {
+                self.rejected += 1;
+                if self.rejected <= 5 || self.rejected % 100 == 0 {
+                    tracing::warn!(error = %e, count = self.rejected, "frame rejected by the segmenter");
+                }
+                self.status.note_source_error(format!("segmenter: {e}"));
+            }
+        }
+    }
+}

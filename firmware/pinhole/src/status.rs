@@ -1,0 +1,284 @@
+//! Live figures for `/api/status` and `/metrics`: one snapshot type feeds both, so the JSON and
+//! the Prometheus text can never disagree.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::hub::HubCounters;
+
+/// How much recent video the fps and bitrate figures average over (90 kHz units).
+const RATE_WINDOW_90K: u64 = 2 * 90_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    Starting,
+    Running,
+    Restarting,
+    Stopped,
+}
+
+#[derive(Debug)]
+pub struct Status {
+    started: Instant,
+    source_uri: String,
+    fragment_ms: u32,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: SourceState,
+    last_error: Option<String>,
+    restarts: u64,
+    codec: Option<String>,
+    width: u32,
+    height: u32,
+    fragments: u64,
+    frames: u64,
+    /// (duration_90k, frames, bytes) of the most recent parts, newest last.
+    window: VecDeque<(u32, u32, usize)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    pub version: &'static str,
+    pub uptime_s: f64,
+    pub source: SourceSnapshot,
+    pub video: VideoSnapshot,
+    pub viewers: u64,
+    pub viewer_skips: u64,
+    pub fragments: u64,
+    pub frames: u64,
+    pub fragment_ms: u32,
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceSnapshot {
+    pub uri: String,
+    pub state: SourceState,
+    pub last_error: Option<String>,
+    pub restarts: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VideoSnapshot {
+    pub codec: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub bitrate_bps: u64,
+}
+
+impl Status {
+    /// `source_uri` is shown as is: pass a redacted form if the URI can carry credentials.
+    pub fn new(source_uri: String, fragment_ms: u32) -> Status {
+        Status {
+            started: Instant::now(),
+            source_uri,
+            fragment_ms,
+            inner: Mutex::new(Inner {
+                state: SourceState::Starting,
+                last_error: None,
+                restarts: 0,
+                codec: None,
+                width: 0,
+                height: 0,
+                fragments: 0,
+                frames: 0,
+                window: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
+        self.inner.lock().ok().map(|mut g| f(&mut g))
+    }
+
+    pub fn set_source_state(&self, state: SourceState) {
+        self.with(|i| {
+            // Once the source delivers frames, its last error is history.
+            if state == SourceState::Running && i.state != SourceState::Running {
+                i.last_error = None;
+            }
+            i.state = state;
+        });
+    }
+
+    pub fn source_failed(&self, error: String) {
+        self.with(|i| {
+            i.state = SourceState::Restarting;
+            i.last_error = Some(error);
+            i.restarts += 1;
+            i.window.clear();
+        });
+    }
+
+    /// Records a problem that does not stop the source (a corrupt NAL unit, say).
+    pub fn note_source_error(&self, error: String) {
+        self.with(|i| i.last_error = Some(error));
+    }
+
+    pub fn set_video(&self, codec: &str, width: u32, height: u32) {
+        self.with(|i| {
+            i.codec = Some(codec.to_string());
+            i.width = width;
+            i.height = height;
+        });
+    }
+
+    pub fn record_part(&self, duration_90k: u32, frames: u32, bytes: usize) {
+        self.with(|i| {
+            i.fragments += 1;
+            i.frames += u64::from(frames);
+            i.window.push_back((duration_90k, frames, bytes));
+            let mut total: u64 = i.window.iter().map(|w| u64::from(w.0)).sum();
+            while total > RATE_WINDOW_90K && i.window.len() > 1 {
+                if let Some((d, _, _)) = i.window.pop_front() {
+                    total -= u64::from(d);
+                }
+            }
+        });
+    }
+
+    pub fn snapshot(&self, hub: HubCounters) -> Snapshot {
+        let uptime_s = self.started.elapsed().as_secs_f64();
+        let empty = || Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s,
+            source: SourceSnapshot {
+                uri: self.source_uri.clone(),
+                state: SourceState::Restarting,
+                last_error: Some("status lock poisoned".into()),
+                restarts: 0,
+            },
+            video: VideoSnapshot {
+                codec: None,
+                width: 0,
+                height: 0,
+                fps: 0.0,
+                bitrate_bps: 0,
+            },
+            viewers: hub.viewers,
+            viewer_skips: hub.skips,
+            fragments: 0,
+            frames: 0,
+            fragment_ms: self.fragment_ms,
+            bytes_sent: hub.bytes_sent,
+        };
+        self.with(|i| {
+            let dur: u64 = i.window.iter().map(|w| u64::from(w.0)).sum();
+            let frames: u64 = i.window.iter().map(|w| u64::from(w.1)).sum();
+            let bytes: u64 = i.window.iter().map(|w| w.2 as u64).sum();
+            let (fps, bitrate_bps) = if dur > 0 {
+                (
+                    (frames as f64 * 90_000.0 / dur as f64 * 100.0).round() / 100.0,
+                    bytes * 8 * 90_000 / dur,
+                )
+            } else {
+                (0.0, 0)
+            };
+            Snapshot {
+                version: env!("CARGO_PKG_VERSION"),
+                uptime_s: (uptime_s * 1000.0).round() / 1000.0,
+                source: SourceSnapshot {
+                    uri: self.source_uri.clone(),
+                    state: i.state,
+                    last_error: i.last_error.clone(),
+                    restarts: i.restarts,
+                },
+                video: VideoSnapshot {
+                    codec: i.codec.clone(),
+                    width: i.width,
+                    height: i.height,
+                    fps,
+                    bitrate_bps,
+                },
+                viewers: hub.viewers,
+                viewer_skips: hub.skips,
+                fragments: i.fragments,
+                frames: i.frames,
+                fragment_ms: self.fragment_ms,
+                bytes_sent: hub.bytes_sent,
+            }
+        })
+        .unwrap_or_else(empty)
+    }
+}
+
+impl Snapshot {
+    /// Prometheus text exposition format 0.0.4.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        metric("pinhole_uptime_seconds", "gauge", "Seconds since pinhole started.", format!("{:.3}", self.uptime_s));
+        metric(
+            "pinhole_source_up",
+            "gauge",
+            "1 while the source delivers frames.",
+            u8::from(self.source.state == SourceState::Running).to_string(),
+        );
+        metric("pinhole_source_restarts_total", "counter", "Times the source was restarted.", self.source.restarts.to_string());
+        metric("pinhole_viewers", "gauge", "Open /api/video/cmaf streams.", self.viewers.to_string());
+        metric(
+            "pinhole_viewer_skips_total",
+            "counter",
+            "Times a lagging viewer was moved forward to the next IDR.",
+            self.viewer_skips.to_string(),
+        );
+        metric("pinhole_fragments_total", "counter", "CMAF fragments cut.", self.fragments.to_string());
+        metric("pinhole_frames_total", "counter", "Video frames muxed.", self.frames.to_string());
+        metric("pinhole_video_fps", "gauge", "Frame rate over the last 2 s.", self.video.fps.to_string());
+        metric("pinhole_video_bitrate_bps", "gauge", "Video bitrate over the last 2 s.", self.video.bitrate_bps.to_string());
+        metric("pinhole_video_width_pixels", "gauge", "Coded picture width.", self.video.width.to_string());
+        metric("pinhole_video_height_pixels", "gauge", "Coded picture height.", self.video.height.to_string());
+        metric("pinhole_sent_bytes_total", "counter", "Bytes of stream records sent to viewers.", self.bytes_sent.to_string());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fps_and_bitrate_come_from_the_last_two_seconds_of_parts() {
+        let s = Status::new("testsrc".into(), 100);
+        for _ in 0..100 {
+            s.record_part(9_000, 3, 25_000); // 100 ms, 30 fps, 2 Mbit/s
+        }
+        let snap = s.snapshot(HubCounters::default());
+        assert_eq!(snap.video.fps, 30.0);
+        assert_eq!(snap.video.bitrate_bps, 2_000_000);
+        assert_eq!(snap.fragments, 100);
+    }
+
+    #[test]
+    fn metrics_text_has_help_type_and_value_for_each_figure() {
+        let s = Status::new("testsrc".into(), 100);
+        s.set_source_state(SourceState::Running);
+        let text = s.snapshot(HubCounters { viewers: 3, skips: 1, bytes_sent: 9 }).to_prometheus();
+        assert!(text.contains("# TYPE pinhole_viewers gauge\npinhole_viewers 3\n"), "{text}");
+        assert!(text.contains("pinhole_source_up 1\n"));
+        assert!(text.contains("pinhole_viewer_skips_total 1\n"));
+    }
+
+    #[test]
+    fn a_failure_is_shown_until_the_source_runs_again() {
+        let s = Status::new("exec:x".into(), 100);
+        s.source_failed("exec: command ended".into());
+        let snap = s.snapshot(HubCounters::default());
+        assert_eq!(snap.source.state, SourceState::Restarting);
+        assert_eq!(snap.source.restarts, 1);
+        assert!(snap.source.last_error.is_some());
+        s.set_source_state(SourceState::Running);
+        assert!(s.snapshot(HubCounters::default()).source.last_error.is_none());
+    }
+}
