@@ -70,6 +70,8 @@
 
 use bytes::Bytes;
 
+use crate::bits::{self, BitReader};
+
 /// The version of the byte layout written here. Bump it whenever the output for the same input
 /// changes (a new box, a different flag, another brand), and regenerate the golden files.
 pub const FORMAT_VERSION: u32 = 1;
@@ -512,14 +514,15 @@ impl ChromaFormat {
     /// [u(1) separate_colour_plane_flag if 4:4:4], ue(v) bit_depth_luma_minus8,
     /// ue(v) bit_depth_chroma_minus8. `None` if the NAL ends early or a value is out of range.
     fn from_sps(nal: &[u8]) -> Option<ChromaFormat> {
-        let mut r = RbspBits::new(nal.get(4..)?);
-        let _sps_id = r.ue()?;
-        let chroma_format_idc = r.ue()?;
+        let rbsp = bits::nal_to_rbsp(nal);
+        let mut r = BitReader::new(rbsp.get(4..)?);
+        let _sps_id = r.read_ue().ok()?;
+        let chroma_format_idc = r.read_ue().ok()?;
         if chroma_format_idc == 3 {
-            r.bit()?; // separate_colour_plane_flag
+            r.read_bit().ok()?; // separate_colour_plane_flag
         }
-        let luma = r.ue()?;
-        let chroma = r.ue()?;
+        let luma = r.read_ue().ok()?;
+        let chroma = r.read_ue().ok()?;
         // H.264 limits: chroma_format_idc 0..=3, bit depths 8..=14.
         if chroma_format_idc > 3 || luma > 6 || chroma > 6 {
             return None;
@@ -529,65 +532,6 @@ impl ChromaFormat {
             bit_depth_luma_minus8: luma as u8,
             bit_depth_chroma_minus8: chroma as u8,
         })
-    }
-}
-
-/// A minimal MSB-first bit reader over NAL payload bytes that skips emulation prevention bytes
-/// (`00 00 03` → `00 00`, H.264 §7.4.1). Just enough for the four fields above.
-struct RbspBits<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-    zeros: u8,
-    cur: u8,
-    bits_left: u8,
-}
-
-impl<'a> RbspBits<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        RbspBits {
-            bytes,
-            pos: 0,
-            zeros: 0,
-            cur: 0,
-            bits_left: 0,
-        }
-    }
-
-    fn bit(&mut self) -> Option<u32> {
-        if self.bits_left == 0 {
-            let mut b = *self.bytes.get(self.pos)?;
-            self.pos += 1;
-            if self.zeros >= 2 && b == 3 {
-                self.zeros = 0;
-                b = *self.bytes.get(self.pos)?;
-                self.pos += 1;
-            }
-            self.zeros = if b == 0 {
-                self.zeros.saturating_add(1)
-            } else {
-                0
-            };
-            self.cur = b;
-            self.bits_left = 8;
-        }
-        self.bits_left -= 1;
-        Some(u32::from((self.cur >> self.bits_left) & 1))
-    }
-
-    /// Unsigned exp-Golomb (H.264 §9.1), up to 31 leading zeros.
-    fn ue(&mut self) -> Option<u32> {
-        let mut leading = 0u32;
-        while self.bit()? == 0 {
-            leading += 1;
-            if leading > 31 {
-                return None;
-            }
-        }
-        let mut suffix = 0u64;
-        for _ in 0..leading {
-            suffix = (suffix << 1) | u64::from(self.bit()?);
-        }
-        u32::try_from((1u64 << leading) - 1 + suffix).ok()
     }
 }
 
