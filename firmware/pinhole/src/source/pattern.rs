@@ -47,7 +47,11 @@ use std::fmt::Write as _;
 
 use openh264::formats::YUVSource;
 
-use super::font::{self, CELL_HEIGHT, CELL_WIDTH, GLYPH_HEIGHT, GLYPH_WIDTH};
+// The glyph table lives beside this file (`source/font.rs`) but belongs to the pattern alone.
+#[path = "font.rs"]
+mod font;
+
+use font::{CELL_HEIGHT, CELL_WIDTH, GLYPH_HEIGHT, GLYPH_WIDTH};
 
 /// Number of cells (bits) in the time band.
 pub const BAND_CELLS: usize = 48;

@@ -11,22 +11,33 @@
 //!
 //! Encoder settings, for latency and for late joiners:
 //! - OpenH264 never emits B-frames: decode order = display order, `cts_offset_90k = 0`.
-//! - An IDR every `gop` frames, exactly: frame `n` is an IDR iff `n % gop == 0`. The encoder's
-//!   own intra period is set to `gop` and the IDR is also forced explicitly at each boundary.
+//! - An IDR every `gop` frames, exactly: frame `n` is an IDR iff `n % gop == 0` (after a skip,
+//!   see below: iff it is the first frame at or past a multiple of `gop`). The IDR is forced
+//!   explicitly at each boundary; the encoder's own intra period, also `gop`, is only a backstop
+//!   (a forced IDR restarts its count, so it never fires between our boundaries).
 //! - SPS and PPS precede every IDR, with constant ids (`SpsPpsStrategy::ConstantId`), so a
 //!   viewer joining at any IDR can decode and the segmenter sees no spurious parameter change.
 //! - Bitrate rate control, real-time camera usage, one slice per picture, one encoder thread,
-//!   frame skipping and scene-change IDRs disabled (every frame is coded; GOPs stay exact).
+//!   low complexity, constrained Baseline profile, BT.709 video-range VUI. Frame skipping and
+//!   scene-change IDRs are disabled: every frame is coded and GOPs stay exact. (OpenH264 warns
+//!   on stderr at start-up that the bitrate "can't be controlled" without frame skipping: the
+//!   target is then a ceiling the rate control aims under, which suits a test pattern that
+//!   compresses well; measured 0.5–0.6 Mbit/s for a 2 Mbit/s target at 720p.)
 //!
-//! Timing: frame `n` has `dts_90k = n * 90000 / fps` (integer division, so for a rate that does
-//! not divide 90 000 the durations alternate and never drift). [`run`] paces frames against a
-//! monotonic clock; see [`Pacer`] for what happens when it falls behind.
+//! Timing: frame `n` has `dts_90k = n * 90000 / fps` and `duration_90k = dts(n + 1) - dts(n)`
+//! (integer division, so for a rate that does not divide 90 000 the durations alternate and
+//! never drift). [`run`] paces frames against a monotonic clock: frame `n` is due at
+//! `start + n / fps`. When the source falls more than one frame behind (a stall, an overloaded
+//! core), it does not burst the missed frames: it skips to the latest frame that is due, so the
+//! frame number, the picture's counter and `dts_90k` jump forward together and media time stays
+//! locked to the clock (the segmenter allows a forward gap and starts a new part there, as it
+//! does for the `exec` source's clock). Skips are counted and logged; see [`Pacer`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openh264::encoder::{
-    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
     RateControlMode, SpsPpsStrategy, UsageType, VuiConfig,
 };
 use openh264::{OpenH264API, Timestamp};
@@ -347,6 +358,8 @@ pub struct Testsrc {
     picture: I420Frame,
     encoder: Encoder,
     next_index: u64,
+    /// Index of the last frame encoded, to tell whether a GOP boundary was crossed since.
+    last_encoded: Option<u64>,
 }
 
 impl std::fmt::Debug for Testsrc {
@@ -377,6 +390,9 @@ impl Testsrc {
             .skip_frames(false)
             .scene_change_detect(false)
             .num_threads(1)
+            // Low complexity: 15 % less CPU at 720p, 35 % at 1080p (x86-64); a test pattern
+            // needs no more.
+            .complexity(Complexity::Low)
             // The pattern's colours are BT.709 video range; say so in the SPS.
             .vui(VuiConfig::bt709());
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
@@ -387,6 +403,7 @@ impl Testsrc {
             picture,
             encoder,
             next_index: 0,
+            last_encoded: None,
         })
     }
 
@@ -400,15 +417,26 @@ impl Testsrc {
         self.next_index
     }
 
+    /// Moves the next frame number forward to `frame_index` (frames in between are never
+    /// made); a number at or before the next one is ignored. Used when falling behind.
+    pub fn skip_to(&mut self, frame_index: u64) {
+        self.next_index = self.next_index.max(frame_index);
+    }
+
     /// Renders frame `n` (the next index) with `capture_unix_ms` burned in and encodes it.
-    /// Frame `n` is an IDR iff `n % gop_frames == 0`.
+    ///
+    /// Frame `n` is an IDR iff it is the first frame or a multiple of `gop_frames` lies in
+    /// (previous frame, `n`]: without skips, iff `n % gop_frames == 0`.
     pub fn encode_next(&mut self, capture_unix_ms: u64) -> Result<EncodedFrame, TestsrcError> {
         let frame_index = self.next_index;
         self.pattern
             .render_into(frame_index, capture_unix_ms, &mut self.picture);
-        if frame_index > 0 && frame_index % u64::from(self.opts.gop_frames) == 0 {
-            // The first frame is always an IDR; before it the encoder is not yet initialised.
-            self.encoder.force_intra_frame();
+        let gop = u64::from(self.opts.gop_frames);
+        // The first frame is always an IDR; before it the encoder is not yet initialised.
+        if let Some(last) = self.last_encoded {
+            if frame_index / gop != last / gop {
+                self.encoder.force_intra_frame();
+            }
         }
         let timestamp =
             Timestamp::from_millis(frame_index.saturating_mul(1000) / u64::from(self.opts.fps));
@@ -429,7 +457,8 @@ impl Testsrc {
                 frame_type,
             });
         }
-        self.next_index += 1;
+        self.last_encoded = Some(frame_index);
+        self.next_index = frame_index.saturating_add(1);
         Ok(EncodedFrame {
             frame_index,
             annexb,
@@ -443,80 +472,80 @@ impl Testsrc {
 pub enum Pace {
     /// The next frame is not due yet: wait this long (then ask again).
     Wait(Duration),
-    /// Produce the next frame now. `skipped` whole frame slots were missed just before it
-    /// (0 when on time).
+    /// Produce frame `frame_index` now, then call [`Pacer::frame_done`].
     Go {
-        /// Frame slots given up because the source fell behind by more than one frame.
+        /// The frame to produce: the next one, or a later one after a skip.
+        frame_index: u64,
+        /// Frames given up just before it because the source fell behind (0 when on time).
         skipped: u64,
     },
 }
 
 /// Real-time pacing with the clock passed in (so it is tested without sleeping).
 ///
-/// Frame `k` after the anchor is due at `anchor + k / fps`, computed from the anchor each time
-/// (no accumulated rounding). A frame up to one frame period late is produced at once, and the
-/// schedule is kept, so small delays are caught up. When the source is more than one period
-/// late (a stall, a suspended machine, an overloaded core), it does not burst the missed frames:
-/// it counts the whole periods missed as skipped, produces the next frame now and re-anchors the
-/// schedule there.
-///
-/// The frame numbers (and so `dts_90k`) stay contiguous across a skip: the segmenter requires
-/// each frame to start where the previous one ended, and a gap in the media timeline would stall
-/// MSE players. The stall shows as a jump in the burned-in capture time instead, and the
-/// viewer's latency (capture time vs display time) stays truthful.
+/// Frame `n` is due at `start + n / fps`, computed from `start` each time (no accumulated
+/// rounding). A frame up to one frame period late is produced at once and the schedule kept, so
+/// small delays are caught up. A frame more than one period late is not produced: the pacer
+/// skips to the latest frame already due and counts the frames in between as skipped, so there
+/// is never a burst of stale frames and frame numbers stay locked to the clock.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     fps: u32,
-    anchor: Instant,
-    frames_since_anchor: u64,
+    start: Instant,
+    next_index: u64,
     skipped_total: u64,
 }
 
 impl Pacer {
-    /// A pacer whose first frame is due at `start`.
+    /// A pacer whose frame 0 is due at `start`.
     pub fn new(fps: u32, start: Instant) -> Self {
         Self {
             fps: fps.max(1),
-            anchor: start,
-            frames_since_anchor: 0,
+            start,
+            next_index: 0,
             skipped_total: 0,
         }
     }
 
-    fn period_ns(&self) -> u128 {
-        1_000_000_000 / u128::from(self.fps)
+    /// When frame `frame_index` is due.
+    pub fn due(&self, frame_index: u64) -> Instant {
+        let ns = u128::from(frame_index) * 1_000_000_000 / u128::from(self.fps);
+        self.start + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 
-    /// When the next frame is due.
-    pub fn next_due(&self) -> Instant {
-        let ns = u128::from(self.frames_since_anchor) * 1_000_000_000 / u128::from(self.fps);
-        self.anchor + Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
-    }
-
-    /// What to do at `now`. After a [`Pace::Go`], produce the frame and call
-    /// [`frame_done`](Self::frame_done).
+    /// What to do at `now`.
     pub fn poll(&mut self, now: Instant) -> Pace {
-        let due = self.next_due();
+        let due = self.due(self.next_index);
         let Some(late) = now.checked_duration_since(due) else {
             return Pace::Wait(due - now);
         };
-        let late_ns = late.as_nanos();
-        if late_ns <= self.period_ns() {
-            return Pace::Go { skipped: 0 };
+        let period_ns = 1_000_000_000 / u128::from(self.fps);
+        if late.as_nanos() > period_ns {
+            // The latest frame whose due time has passed.
+            let elapsed_ns = now.duration_since(self.start).as_nanos();
+            let latest = u64::try_from(elapsed_ns * u128::from(self.fps) / 1_000_000_000)
+                .unwrap_or(u64::MAX)
+                .max(self.next_index);
+            let skipped = latest - self.next_index;
+            self.skipped_total = self.skipped_total.saturating_add(skipped);
+            self.next_index = latest;
+            return Pace::Go {
+                frame_index: latest,
+                skipped,
+            };
         }
-        let skipped = u64::try_from(late_ns / self.period_ns()).unwrap_or(u64::MAX);
-        self.skipped_total = self.skipped_total.saturating_add(skipped);
-        self.anchor = now;
-        self.frames_since_anchor = 0;
-        Pace::Go { skipped }
+        Pace::Go {
+            frame_index: self.next_index,
+            skipped: 0,
+        }
     }
 
-    /// Marks the due frame as produced.
+    /// Marks the frame returned by the last [`Pace::Go`] as produced.
     pub fn frame_done(&mut self) {
-        self.frames_since_anchor += 1;
+        self.next_index = self.next_index.saturating_add(1);
     }
 
-    /// Frame slots skipped so far.
+    /// Frames skipped so far.
     pub fn skipped_total(&self) -> u64 {
         self.skipped_total
     }
@@ -557,6 +586,7 @@ pub fn run(
     );
     let mut pacer = Pacer::new(opts.fps, Instant::now());
     let mut last_warn: Option<Instant> = None;
+    let mut produced: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         match pacer.poll(now) {
@@ -564,9 +594,14 @@ pub fn run(
                 std::thread::sleep(d.min(MAX_SLEEP));
                 continue;
             }
-            Pace::Go { skipped: 0 } => {}
-            Pace::Go { skipped } => {
-                if last_warn.is_none_or(|t| now.duration_since(t) >= SKIP_WARN_INTERVAL) {
+            Pace::Go {
+                frame_index,
+                skipped,
+            } => {
+                source.skip_to(frame_index);
+                if skipped > 0
+                    && last_warn.is_none_or(|t| now.duration_since(t) >= SKIP_WARN_INTERVAL)
+                {
                     last_warn = Some(now);
                     tracing::warn!(
                         source = "testsrc",
@@ -589,10 +624,11 @@ pub fn run(
         };
         on_frame(frame);
         pacer.frame_done();
+        produced += 1;
     }
     tracing::info!(
         source = "testsrc",
-        frames = source.next_index(),
+        frames = produced,
         skipped_total = pacer.skipped_total(),
         "testsrc stopped"
     );
@@ -923,57 +959,102 @@ mod tests {
     fn pacer_waits_until_due_and_catches_up_small_delays() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
+        let go = |frame_index| Pace::Go {
+            frame_index,
+            skipped: 0,
+        };
         let mut p = Pacer::new(25, t0); // 40 ms per frame
-        assert_eq!(p.poll(t0), Pace::Go { skipped: 0 });
+        assert_eq!(p.poll(t0), go(0));
         p.frame_done();
         assert_eq!(p.poll(t0 + ms(10)), Pace::Wait(ms(30)));
         // 30 ms late (less than a frame): produce now and keep the schedule.
-        assert_eq!(p.poll(t0 + ms(70)), Pace::Go { skipped: 0 });
+        assert_eq!(p.poll(t0 + ms(70)), go(1));
         p.frame_done();
-        assert_eq!(p.next_due(), t0 + ms(80));
+        assert_eq!(p.due(2), t0 + ms(80));
         assert_eq!(p.poll(t0 + ms(75)), Pace::Wait(ms(5)));
+        // Exactly one frame late still counts as on time.
+        assert_eq!(p.poll(t0 + ms(120)), go(2));
         assert_eq!(p.skipped_total(), 0);
     }
 
+    /// After a stall the source must not burst stale frames (they would arrive late and all at
+    /// once); it jumps to the frame that is due now, and the gap shows in the frame counter.
     #[test]
     fn pacer_skips_ahead_after_a_stall_instead_of_bursting() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut p = Pacer::new(25, t0);
-        assert_eq!(p.poll(t0), Pace::Go { skipped: 0 });
+        assert_eq!(
+            p.poll(t0),
+            Pace::Go {
+                frame_index: 0,
+                skipped: 0
+            }
+        );
         p.frame_done();
-        // Frame 1 was due at 40 ms; at 190 ms it is 150 ms late: 3 whole slots missed.
-        assert_eq!(p.poll(t0 + ms(190)), Pace::Go { skipped: 3 });
+        // Frame 1 was due at 40 ms; at 190 ms frame 4 (due at 160 ms) is the latest due.
+        assert_eq!(
+            p.poll(t0 + ms(190)),
+            Pace::Go {
+                frame_index: 4,
+                skipped: 3
+            }
+        );
         p.frame_done();
-        // Re-anchored: the next frame is one period after the late one, not a burst.
-        assert_eq!(p.next_due(), t0 + ms(230));
-        assert_eq!(p.poll(t0 + ms(191)), Pace::Wait(ms(39)));
+        // The schedule is kept: frame 5 is due at 200 ms, not one period after the late frame.
+        assert_eq!(p.poll(t0 + ms(191)), Pace::Wait(ms(9)));
         assert_eq!(p.skipped_total(), 3);
     }
 
     #[test]
     fn pacer_schedule_does_not_drift_for_rates_that_do_not_divide_a_second() {
         let t0 = Instant::now();
-        let mut p = Pacer::new(7, t0);
-        for _ in 0..7 * 60 {
-            p.frame_done();
-        }
-        assert_eq!(p.next_due(), t0 + Duration::from_secs(60));
+        let p = Pacer::new(7, t0);
+        assert_eq!(p.due(7 * 60), t0 + Duration::from_secs(60));
+        assert_eq!(p.due(1), t0 + Duration::from_nanos(142_857_142));
     }
 
-    /// `run` end to end: it stops when asked, and the frames it emits are contiguous in media
-    /// time, start with an IDR, and carry the capture time that is burned into the picture.
+    /// A skip over a GOP boundary must still start a new GOP at once: a segment must not run
+    /// long because its boundary frame was never made.
     #[test]
-    fn run_emits_contiguous_frames_with_the_burned_in_capture_time() {
+    fn a_skip_across_a_gop_boundary_makes_the_next_frame_an_idr() {
+        let mut src = Testsrc::new(small(10)).expect("encoder");
+        let encode = |src: &mut Testsrc| {
+            let f = src.encode_next(SOME_MS).expect("encode");
+            (f.frame_index, f.is_idr)
+        };
+        assert_eq!(encode(&mut src), (0, true));
+        assert_eq!(encode(&mut src), (1, false));
+        src.skip_to(5); // within the GOP
+        assert_eq!(encode(&mut src), (5, false));
+        src.skip_to(13); // across the boundary at 10
+        assert_eq!(encode(&mut src), (13, true));
+        assert_eq!(encode(&mut src), (14, false));
+        src.skip_to(3); // backwards: ignored
+        assert_eq!(encode(&mut src), (15, false));
+        for n in 16..20 {
+            assert_eq!(encode(&mut src), (n, false));
+        }
+        assert_eq!(
+            encode(&mut src),
+            (20, true),
+            "the grid of boundaries is kept"
+        );
+    }
+
+    /// `run` end to end: it stops when asked, and each frame's timing, IDR flag and capture
+    /// time agree with its number and with the time burned into its picture.
+    #[test]
+    fn run_emits_frames_with_the_burned_in_capture_time() {
         use openh264::decoder::Decoder;
         use openh264::formats::YUVSource;
 
         let opts = TestsrcOptions {
-            width: 160,
-            height: 96,
-            fps: 60,
-            gop_frames: 4,
-            bitrate_bps: 200_000,
+            width: 192,
+            height: 108,
+            fps: 30,
+            gop_frames: 3,
+            bitrate_bps: 300_000,
         };
         let stop = AtomicBool::new(false);
         let mut frames = Vec::new();
@@ -986,12 +1067,17 @@ mod tests {
         run(&opts, &stop, &mut on_frame).expect("run");
         assert_eq!(frames.len(), 6);
         let mut decoder = Decoder::new().expect("decoder");
-        let mut next_dts = 0;
-        for (n, f) in frames.iter().enumerate() {
-            assert_eq!(f.dts_90k, next_dts, "frame {n}");
-            next_dts += u64::from(f.duration_90k);
+        let mut prev_index: Option<u64> = None;
+        for f in &frames {
+            // A loaded test machine may make the source skip: derive the frame number from dts.
+            let n = f.dts_90k / 3000;
+            assert_eq!(f.dts_90k, dts_90k(n, 30));
+            assert_eq!(f.duration_90k, 3000);
             assert_eq!(f.cts_offset_90k, 0);
-            assert_eq!(f.au.is_idr, n % 4 == 0, "frame {n}");
+            let want_idr = prev_index.is_none_or(|p| p / 3 != n / 3);
+            assert_eq!(f.au.is_idr, want_idr, "frame {n}");
+            assert!(prev_index.is_none_or(|p| p < n));
+            prev_index = Some(n);
             assert_eq!(f.capture_unix_us % 1000, 0, "ms precision");
             let mut annexb = Vec::new();
             for nal in &f.au.nals {
