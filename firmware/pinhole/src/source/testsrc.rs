@@ -438,8 +438,9 @@ impl Testsrc {
                 self.encoder.force_intra_frame();
             }
         }
-        let timestamp =
-            Timestamp::from_millis(frame_index.saturating_mul(1000) / u64::from(self.opts.fps));
+        // Media time in ms for the rate control; OpenH264 panics above i64::MAX, so clamp.
+        let media_ms = frame_index.saturating_mul(1000) / u64::from(self.opts.fps);
+        let timestamp = Timestamp::from_millis(media_ms.min(i64::MAX as u64));
         let bitstream = self
             .encoder
             .encode_at(&self.picture, timestamp)
