@@ -158,6 +158,18 @@ impl NalSplitter {
         self.oversized_nals
     }
 
+    /// The first bytes of the NAL unit being received, once one has begun: what is known of it
+    /// before its end arrives, for deciding early what it is (see
+    /// [`AnnexBReader`](crate::h264::AnnexBReader)). Trailing zero bytes are left out, as they
+    /// may be the start of the next start code. Call it after [`pop`](Self::pop) returned `None`.
+    pub fn pending_prefix(&self) -> Option<&[u8]> {
+        if !self.in_nal {
+            return None;
+        }
+        let len = trimmed_len(&self.buf);
+        self.buf.get(..len).filter(|p| !p.is_empty())
+    }
+
     /// Bytes buffered and not yet returned.
     pub fn buffered_len(&self) -> usize {
         self.buf.len()
