@@ -70,7 +70,7 @@
 
 use bytes::Bytes;
 
-use crate::bits::{self, BitReader};
+use crate::sps;
 
 /// The version of the byte layout written here. Bump it whenever the output for the same input
 /// changes (a new box, a different flag, another brand), and regenerate the golden files.
@@ -476,10 +476,18 @@ fn write_avcc(out: &mut Vec<u8>, track: &VideoTrack) {
         // The extension is mandatory for these profiles (§5.3.3.1.2), and Chrome's parser
         // reads it: a missing one was seen to break 4:2:2/10-bit streams, harmless for 8-bit.
         if matches!(profile_idc, 100 | 110 | 122 | 144) {
-            let ext = ChromaFormat::from_sps(first).unwrap_or_default();
-            out.put_u8(0xFC | (ext.chroma_format_idc & 0x03));
-            out.put_u8(0xF8 | (ext.bit_depth_luma_minus8 & 0x07));
-            out.put_u8(0xF8 | (ext.bit_depth_chroma_minus8 & 0x07));
+            // 4:2:0, 8 bit (what H.264 infers when the fields are absent) if it does not parse;
+            // the segmenter only builds inits from SPSs that do.
+            let (chroma, luma8, chroma8) = sps::parse_sps(first).map_or((1, 0, 0), |s| {
+                (
+                    s.chroma_format_idc,
+                    s.bit_depth_luma_minus8,
+                    s.bit_depth_chroma_minus8,
+                )
+            });
+            out.put_u8(0xFC | (chroma & 0x03) as u8);
+            out.put_u8(0xF8 | (luma8 & 0x07) as u8);
+            out.put_u8(0xF8 | (chroma8 & 0x07) as u8);
             out.put_u8(0); // numOfSequenceParameterSetExt
         }
     });
@@ -487,52 +495,6 @@ fn write_avcc(out: &mut Vec<u8>, track: &VideoTrack) {
 
 fn clamp_u16(v: u32) -> u16 {
     u16::try_from(v).unwrap_or(u16::MAX)
-}
-
-/// The three SPS fields the avcC high-profile extension repeats (H.264 §7.3.2.1.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct ChromaFormat {
-    chroma_format_idc: u8,
-    bit_depth_luma_minus8: u8,
-    bit_depth_chroma_minus8: u8,
-}
-
-impl Default for ChromaFormat {
-    /// 4:2:0, 8 bit: what H.264 infers when the fields are absent.
-    fn default() -> Self {
-        ChromaFormat {
-            chroma_format_idc: 1,
-            bit_depth_luma_minus8: 0,
-            bit_depth_chroma_minus8: 0,
-        }
-    }
-}
-
-impl ChromaFormat {
-    /// Reads the fields from a high-profile SPS NAL: header byte, profile_idc, constraint flags,
-    /// level_idc, then ue(v) seq_parameter_set_id, ue(v) chroma_format_idc,
-    /// [u(1) separate_colour_plane_flag if 4:4:4], ue(v) bit_depth_luma_minus8,
-    /// ue(v) bit_depth_chroma_minus8. `None` if the NAL ends early or a value is out of range.
-    fn from_sps(nal: &[u8]) -> Option<ChromaFormat> {
-        let rbsp = bits::nal_to_rbsp(nal);
-        let mut r = BitReader::new(rbsp.get(4..)?);
-        let _sps_id = r.read_ue().ok()?;
-        let chroma_format_idc = r.read_ue().ok()?;
-        if chroma_format_idc == 3 {
-            r.read_bit().ok()?; // separate_colour_plane_flag
-        }
-        let luma = r.read_ue().ok()?;
-        let chroma = r.read_ue().ok()?;
-        // H.264 limits: chroma_format_idc 0..=3, bit depths 8..=14.
-        if chroma_format_idc > 3 || luma > 6 || chroma > 6 {
-            return None;
-        }
-        Some(ChromaFormat {
-            chroma_format_idc: chroma_format_idc as u8,
-            bit_depth_luma_minus8: luma as u8,
-            bit_depth_chroma_minus8: chroma as u8,
-        })
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -629,6 +591,7 @@ fn write_media_fragment(out: &mut Vec<u8>, spec: &FragmentSpec, sample_data: &[B
 #[allow(clippy::unwrap_used)] // a panic is how a test fails
 mod tests {
     use super::*;
+    use crate::bits::{rbsp_to_nal, BitWriter};
 
     /// x264 (High, level 3.1, 1280x720) SPS and PPS.
     const SPS: &[u8] = &[
@@ -722,27 +685,36 @@ mod tests {
     }
 
     #[test]
-    fn chroma_format_is_read_past_emulation_prevention() {
-        // sps_id 0, chroma_format_idc 2 (4:2:2), bit depths 10/10 (High 4:2:2, profile 122).
-        // ue(v): 1 | 011 | 011 | 011 → 1011 0110 11.. .... = B6 C0.
-        let nal = [0x67, 0x7a, 0x00, 0x1f, 0xb6, 0xc0];
-        let f = ChromaFormat::from_sps(&nal).unwrap();
+    fn avcc_extension_repeats_the_sps_chroma_format_and_bit_depths() {
+        // A complete High 4:2:2 10-bit SPS (profile 122), 1280x720, no VUI.
+        let mut w = BitWriter::new();
+        w.write_ue(0); // seq_parameter_set_id
+        w.write_ue(2); // chroma_format_idc: 4:2:2
+        w.write_ue(2); // bit_depth_luma_minus8
+        w.write_ue(2); // bit_depth_chroma_minus8
+        w.write_bits(2, 0); // qpprime_y_zero_transform_bypass_flag, seq_scaling_matrix_present
+        w.write_ue(0); // log2_max_frame_num_minus4
+        w.write_ue(2); // pic_order_cnt_type
+        w.write_ue(1); // max_num_ref_frames
+        w.write_bit(false); // gaps_in_frame_num_value_allowed_flag
+        w.write_ue(79); // pic_width_in_mbs_minus1
+        w.write_ue(44); // pic_height_in_map_units_minus1
+        w.write_bits(4, 0b1100); // frame_mbs_only, direct_8x8_inference, no cropping, no VUI
+        w.write_trailing_bits();
+        let mut nal = vec![0x67, 122, 0x00, 0x1f];
+        nal.extend(rbsp_to_nal(&w.into_bytes()));
+        let parsed = sps::parse_sps(&nal).unwrap();
         assert_eq!(
-            (
-                f.chroma_format_idc,
-                f.bit_depth_luma_minus8,
-                f.bit_depth_chroma_minus8
-            ),
-            (2, 2, 2)
+            (parsed.width, parsed.height, parsed.chroma_format_idc),
+            (1280, 720, 2)
         );
-        // An escaped 00 00 03 inside a long exp-Golomb code: RBSP 00 00 80 00 FF is sps_id
-        // 2^16 (16 zeros, 1, sixteen bits 0…01), then chroma_format_idc 0 and depths 8/8.
-        let nal = [
-            0x67, 0x64, 0, 0x1f, 0x00, 0x00, 0x03, 0x80, 0x00, 0xff, 0xc0,
-        ];
-        let f = ChromaFormat::from_sps(&nal).unwrap();
-        assert_eq!((f.chroma_format_idc, f.bit_depth_luma_minus8), (0, 0));
-        assert_eq!(ChromaFormat::from_sps(&[0x67, 0x64]), None);
+
+        let mut t = track();
+        t.sps = vec![Bytes::from(nal)];
+        let init = init_segment(&t);
+        let avcc = find(&init, b"avcC");
+        assert_eq!(avcc[9], 122);
+        assert_eq!(&avcc[avcc.len() - 4..], [0xfe, 0xfa, 0xfa, 0x00]);
     }
 
     #[test]
