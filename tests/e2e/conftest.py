@@ -7,6 +7,7 @@ without a panic in its log.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import re
@@ -24,16 +25,57 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SHUTDOWN_S = 5.0
 
-# A live H.264 stream from Debian's ffmpeg: libx264, no B-frames, 1 s GOP, paced in real time.
-FFMPEG_EXEC = ("ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size={size}:rate={fps} "
-               "-c:v libx264 -preset ultrafast -tune zerolatency -bf 0 -g {gop} -f h264 -")
+# Become a child subreaper, so processes that pinhole leaves behind (an exec: source it did not
+# stop) are re-parented to this process, where teardown finds them.
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    SUBREAPER = True
+except (OSError, AttributeError):
+    SUBREAPER = False
 
 
-def ffmpeg_exec(size: str = "640x360", fps: int = 30, gop: int = 30, extra: str = "") -> str:
-    cmd = FFMPEG_EXEC.format(size=size, fps=fps, gop=gop)
-    if extra:
-        cmd = cmd.replace(" -f h264 -", f" {extra} -f h264 -")
-    return cmd
+def children() -> list[tuple[int, str, bool]]:
+    """(pid, command line, is_zombie) of every process whose parent is this one: our own Popen
+    children, and orphans re-parented here (see SUBREAPER)."""
+    me = str(os.getpid())
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            lines = (d / "status").read_text().splitlines()
+            ppid = next(line.split()[1] for line in lines if line.startswith("PPid:"))
+            state = next(line.split()[1] for line in lines if line.startswith("State:"))
+            if ppid == me:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                out.append((int(d.name), cmd, state == "Z"))
+        except (OSError, StopIteration):
+            continue
+    return out
+
+
+def reap_orphans(known: set[int], grace: float = 2.0) -> list[tuple[int, str]]:
+    """Children not in `known` (our own Popen pids) are orphans a daemon left behind. Those still
+    alive after `grace` s are killed and returned; all of them are reaped."""
+    deadline = time.time() + grace
+    while True:
+        left = [(pid, cmd) for pid, cmd, zombie in children() if pid not in known and not zombie]
+        if not left or time.time() >= deadline:
+            break
+        time.sleep(0.1)
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    time.sleep(0.05)
+    for pid, _, _ in children():
+        if pid not in known:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+    return left
 
 
 def free_port() -> int:
@@ -88,9 +130,11 @@ class Pinhole:
                                      stdin=subprocess.DEVNULL, env=env)
         self.pid = self.proc.pid
         self.stopped = False
+        self.others: list[int] = []  # pids of other live daemons (their children are not orphans)
 
     def log(self) -> str:
-        self.logf.flush()
+        if not self.logf.closed:
+            self.logf.flush()
         return self.log_path.read_text(errors="replace")
 
     def log_tail(self, n: int = 40) -> str:
@@ -171,6 +215,8 @@ class Pinhole:
         rc = self.proc.returncode
         log = self.log()
         assert "panicked" not in log, f"pinhole panicked; log:\n{self.log_tail(80)}"
+        left = reap_orphans(known={self.pid, *self.others}) if SUBREAPER else []
+        assert not left, f"pinhole exited but left its child processes running (killed now): {left}"
         assert rc == 0, f"pinhole exited with {rc} after {signal.Signals(sig).name}; log:\n{self.log_tail()}"
         return rc
 
@@ -217,6 +263,7 @@ def pinhole(request, tmp_path):
 
     errors = []
     for ph in started:
+        ph.others = [o.pid for o in started if o is not ph and o.alive()]
         try:
             ph.stop()
         except (AssertionError, pytest.fail.Exception) as e:
