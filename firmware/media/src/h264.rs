@@ -585,8 +585,9 @@ impl AuAssembler {
         Ok(done)
     }
 
-    /// Whether a NAL unit beginning with `prefix` would certainly begin a new access unit.
-    /// `false` also when it cannot tell yet from that many bytes.
+    /// Whether a NAL unit beginning with `prefix` would certainly begin a new access unit, i.e.
+    /// whether [`push`](Self::push) of the whole NAL unit will return the current one. `false`
+    /// also when it cannot tell yet from that many bytes.
     fn would_start_new_au(&self, prefix: &[u8]) -> bool {
         if !self.has_vcl {
             return false;
@@ -594,20 +595,27 @@ impl AuAssembler {
         let Some(&header) = prefix.first() else {
             return false;
         };
-        let t = header & 0x1f;
         if header & 0x80 != 0 {
             return false;
         }
+        let t = header & 0x1f;
+        // A slice whose header start does not parse yet may still be an error once complete,
+        // and push drops an erroneous NAL unit without ending the AU: wait for it.
+        let slice = if has_slice_header(t) {
+            match parse_slice(prefix, &self.params) {
+                Ok(s) => Some(s),
+                Err(_) => return false,
+            }
+        } else {
+            None
+        };
         if self.closed || matches!(t, nal_type::SEI..=nal_type::AUD | 14..=18) {
             return true;
         }
-        if !has_slice_header(t) {
-            return false;
+        match (&self.last_slice, &slice) {
+            (Some(prev), Some(cur)) => starts_new_picture(prev, cur) == Some(true),
+            _ => false,
         }
-        let (Some(prev), Ok(cur)) = (&self.last_slice, parse_slice(prefix, &self.params)) else {
-            return false;
-        };
-        starts_new_picture(prev, &cur) == Some(true)
     }
 
     /// The access unit being assembled, if it holds a picture; resets the assembler for the
@@ -1001,6 +1009,51 @@ mod tests {
         a.push(Bytes::from_static(&[0x0a])).unwrap();
         let au = a.push(slice(0x65, 1, 7)).unwrap().unwrap();
         assert_eq!(types(&au), [5, 10]);
+    }
+
+    /// Early release must not get ahead of an error. After an end of sequence any NAL unit
+    /// begins a new AU, but a slice whose header turns out bad is dropped and the AU stays
+    /// open; the streaming reader must report the same sequence as whole-buffer assembly
+    /// (found by the au_assembler fuzz target).
+    #[test]
+    fn early_release_waits_for_a_slice_header_that_may_be_bad() {
+        let bad = Bytes::from_static(&[0x41, 0x80 | 0b000_1011 >> 1, 0x80]); // slice_type 10
+        let nals = [
+            slice(0x65, 0, 7),
+            Bytes::from_static(&[0x0a]),
+            bad,
+            slice(0x41, 0, 5),
+        ];
+        let mut stream = Vec::new();
+        for n in &nals {
+            stream.extend_from_slice(&[0, 0, 1]);
+            stream.extend_from_slice(n);
+        }
+        let mut a = AuAssembler::new();
+        let mut whole = Vec::new();
+        for n in nals {
+            match a.push(n) {
+                Ok(Some(au)) => whole.push(Ok(au)),
+                Ok(None) => {}
+                Err(e) => whole.push(Err(e)),
+            }
+        }
+        whole.extend(a.flush().map(Ok));
+        assert!(
+            whole[0].is_err(),
+            "the error comes before the AU it interrupted"
+        );
+        for chunk in 1..stream.len() {
+            let mut r = AnnexBReader::new();
+            let mut streamed = Vec::new();
+            for piece in stream.chunks(chunk) {
+                r.push(piece);
+                streamed.extend(std::iter::from_fn(|| r.next_au()));
+            }
+            r.finish();
+            streamed.extend(std::iter::from_fn(|| r.next_au()));
+            assert_eq!(streamed, whole, "chunk {chunk}");
+        }
     }
 
     /// A stream that never sends a picture must not grow without bound.
