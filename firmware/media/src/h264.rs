@@ -185,8 +185,7 @@ impl AccessUnit {
     }
 }
 
-/// B and SI/SP aside, `slice_type` 0..=9 where 5..=9 mean "all slices of the picture have this
-/// type" (Table 7-6). B is 1 or 6.
+/// Whether a `slice_type` is B: 1, or 6 ("all slices of the picture are B"), Table 7-6.
 fn is_b_slice_type(slice_type: u32) -> bool {
     slice_type % 5 == 1
 }

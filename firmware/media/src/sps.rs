@@ -5,12 +5,14 @@
 //!
 //! A decoder may output a picture only once it knows no later picture in decode order comes
 //! before it in display order. Without `bitstream_restriction` in the VUI, it must assume the
-//! worst — up to `MaxDpbFrames` (16) pictures of reordering — and Chrome's H.264 decoder does
-//! exactly that: it holds back up to 16 frames before showing the first, which is half a second
-//! at 30 fps of latency for a stream that has no B-frames at all (seen with Raspberry Pi and
-//! OpenIPC cameras; OpenIPC majestic-webui PR #394 fixed it by adding `bitstream_restriction`).
-//! [`rewrite_low_delay`] re-emits the SPS with `bitstream_restriction_flag = 1` and
-//! `max_num_reorder_frames = 0`, leaving every other field bit-exact.
+//! worst — up to `MaxDpbFrames` (16) pictures of reordering — and Chrome's H.264 decoder may do
+//! exactly that: hold back up to 16 frames before showing the first, over half a second at
+//! 30 fps, for a stream that has no B-frames at all. IP camera firmware that omits the VUI (or
+//! its restriction) hits this; OpenIPC majestic-webui PR #394 fixed it by adding
+//! `bitstream_restriction`. [`rewrite_low_delay`] re-emits the SPS with
+//! `bitstream_restriction_flag = 1` and `max_num_reorder_frames = 0`, leaving every other field
+//! bit-exact. (x264, openh264 and the Raspberry Pi's encoder already write the restriction; the
+//! fixtures below show which encoders do not.)
 //!
 //! Only a stream without reordering may say so: no B-frames (see
 //! [`AccessUnit::has_b_slices`](crate::h264::AccessUnit::has_b_slices)), output order equal to
@@ -1245,6 +1247,51 @@ mod tests {
             let (_, pos) = parse_rbsp(&rb_before).unwrap();
             let whole = pos.vui_flag / 8;
             assert_eq!(rb_before[..whole], rb_after[..whole], "{name}");
+        }
+    }
+
+    /// `nal` with its VUI's bitstream restriction taken out (or the whole VUI): the SPS of an
+    /// encoder that does not write one.
+    fn without_restriction(nal: &[u8], whole_vui: bool) -> Vec<u8> {
+        let rbsp = nal_to_rbsp(&nal[1..]);
+        let (_, pos) = parse_rbsp(&rbsp).unwrap();
+        let end = match (whole_vui, pos.restriction_flag) {
+            (false, Some(flag)) => flag,
+            _ => pos.vui_flag,
+        };
+        let mut r = BitReader::new(&rbsp);
+        let mut w = BitWriter::new();
+        w.copy_bits(&mut r, end).unwrap();
+        w.write_bit(false);
+        w.write_trailing_bits();
+        let mut out = vec![nal[0]];
+        out.extend(rbsp_to_nal(&w.into_bytes()));
+        out
+    }
+
+    /// Every fixture, stripped of its restriction (keeping colour, timing and HRD bits) or of
+    /// its whole VUI, gets one back, and the bits before it are copied exactly. (The stripped
+    /// and rewritten x264 stream also decodes to the same frames in ffmpeg, checked by hand.)
+    #[test]
+    fn rewrite_restores_a_stripped_restriction_bit_exactly() {
+        for (name, nal) in all_fixtures() {
+            for whole_vui in [false, true] {
+                let stripped = without_restriction(&nal, whole_vui);
+                let before = parse_sps(&stripped).unwrap();
+                assert_eq!(before.max_num_reorder_frames(), None, "{name}");
+                let out = rewrite_low_delay(&stripped).unwrap().unwrap();
+                let after = parse_sps(&out).unwrap();
+                assert!(before.eq_ignoring_bitstream_restriction(&after), "{name}");
+                assert_eq!(after.max_num_reorder_frames(), Some(0), "{name}");
+
+                let (a, b) = (nal_to_rbsp(&stripped[1..]), nal_to_rbsp(&out[1..]));
+                let (_, pos) = parse_rbsp(&a).unwrap();
+                let kept = pos.restriction_flag.unwrap_or(pos.vui_flag);
+                let (mut ra, mut rb) = (BitReader::new(&a), BitReader::new(&b));
+                for i in 0..kept {
+                    assert_eq!(ra.read_bit(), rb.read_bit(), "{name}: bit {i}");
+                }
+            }
         }
     }
 
