@@ -157,12 +157,8 @@ impl Config {
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!(
-            "cannot read config file {}: {e}",
-            path.display()
-        ))
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
     parse_file(&text).map_err(|msg| ConfigError(format!("{}: {msg}", path.display())))
 }
 
@@ -226,7 +222,10 @@ mod tests {
         std::fs::write(&path, "fragment_ms = 500\n").unwrap();
         let c = cli(&["--config", path.to_str().unwrap()]).unwrap();
         let err = Config::from_cli(&c).unwrap_err().to_string();
-        assert!(err.contains("fragment_ms = 500") && err.contains("100..=300"), "{err}");
+        assert!(
+            err.contains("fragment_ms = 500") && err.contains("100..=300"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -254,7 +253,10 @@ mod tests {
         std::fs::write(&path, "listen = [\"localhost\"]\n").unwrap();
         let c = cli(&["--config", path.to_str().unwrap()]).unwrap();
         let err = Config::from_cli(&c).unwrap_err().to_string();
-        assert!(err.contains("listen") && err.contains("\"localhost\""), "{err}");
+        assert!(
+            err.contains("listen") && err.contains("\"localhost\""),
+            "{err}"
+        );
     }
 
     #[test]

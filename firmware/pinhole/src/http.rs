@@ -7,6 +7,7 @@
 //! has `TCP_NODELAY`, so a fragment is not held back waiting for an ACK.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -181,15 +182,25 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
 fn with_type(body: Body, content_type: &'static str, cache: &'static str) -> Response<Body> {
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static(cache));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static(cache),
+    );
     r
 }
 
 pub fn handle(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     let mut resp = match route(req.method(), req.uri().path()) {
-        Route::Index => with_type(Body::full(INDEX_HTML), "text/html; charset=utf-8", "no-cache"),
+        Route::Index => with_type(
+            Body::full(INDEX_HTML),
+            "text/html; charset=utf-8",
+            "no-cache",
+        ),
         Route::Cmaf => {
             let viewer = state.hub.subscribe();
             with_type(
@@ -316,9 +327,17 @@ mod tests {
             (Method::HEAD, "/", Route::Index),
             (Method::GET, "/api/video/cmaf", Route::Cmaf),
             (Method::POST, "/api/video/cmaf", Route::Cmaf),
-            (Method::PUT, "/api/video/cmaf", Route::MethodNotAllowed("GET, POST")),
+            (
+                Method::PUT,
+                "/api/video/cmaf",
+                Route::MethodNotAllowed("GET, POST"),
+            ),
             (Method::GET, "/api/status", Route::Status),
-            (Method::POST, "/api/status", Route::MethodNotAllowed("GET, HEAD")),
+            (
+                Method::POST,
+                "/api/status",
+                Route::MethodNotAllowed("GET, HEAD"),
+            ),
             (Method::GET, "/metrics", Route::Metrics),
             (Method::GET, "/../etc/passwd", Route::NotFound),
             (Method::GET, "/api/video/cmaf/", Route::NotFound),

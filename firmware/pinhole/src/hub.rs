@@ -258,14 +258,21 @@ impl Hub {
 
 impl Inner {
     fn trim_ring(&mut self) {
-        let last_idr = self.ring.iter().rposition(|e| e.part.independent).unwrap_or(0);
+        let last_idr = self
+            .ring
+            .iter()
+            .rposition(|e| e.part.independent)
+            .unwrap_or(0);
         let mut removed = 0;
         while self.ring.len() > 1 {
             let (Some(front), Some(back)) = (self.ring.front(), self.ring.back()) else {
                 break;
             };
             let span = back.part.base_decode_time_90k + u64::from(back.part.duration_90k)
-                - front.part.base_decode_time_90k.min(back.part.base_decode_time_90k);
+                - front
+                    .part
+                    .base_decode_time_90k
+                    .min(back.part.base_decode_time_90k);
             let old = span > RING_KEEP_90K && removed < last_idr;
             if !(old || self.ring_bytes > RING_MAX_BYTES) {
                 break;

@@ -1,13 +1,6 @@
 //! pinhole: H.264 from a camera (or the built-in test source) to browsers, as chunked CMAF over
 //! HTTP with an LL-HLS fallback. See `docs/` and `pinhole --help`.
 
-mod config;
-mod http;
-mod hub;
-mod pipeline;
-mod source;
-mod status;
-
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -15,8 +8,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::sync::watch;
 
-use config::{Cli, Config};
 use media::segmenter::SegmenterConfig;
+use pinhole::config::{Cli, Config};
+use pinhole::{http, hub, pipeline, source, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -63,6 +57,7 @@ fn init_logging(filter: Option<&str>) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 

@@ -25,7 +25,11 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(config: SegmenterConfig, hub: Arc<Hub>, status: Arc<Status>) -> Result<Pipeline, media::segmenter::SegmentError> {
+    pub fn new(
+        config: SegmenterConfig,
+        hub: Arc<Hub>,
+        status: Arc<Status>,
+    ) -> Result<Pipeline, media::segmenter::SegmentError> {
         Ok(Pipeline {
             segmenter: Segmenter::new(config)?,
             hub,
@@ -52,7 +56,8 @@ impl Pipeline {
                     self.hub.set_init(init);
                 }
                 Output::Part(part) => {
-                    self.status.record_part(part.duration_90k, part.frame_count, part.framed.len());
+                    self.status
+                        .record_part(part.duration_90k, part.frame_count, part.framed.len());
                     self.hub.publish(part);
                 }
             }

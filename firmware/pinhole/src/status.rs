@@ -216,30 +216,83 @@ impl Snapshot {
     pub fn to_prometheus(&self) -> String {
         let mut out = String::with_capacity(1024);
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        metric("pinhole_uptime_seconds", "gauge", "Seconds since pinhole started.", format!("{:.3}", self.uptime_s));
+        metric(
+            "pinhole_uptime_seconds",
+            "gauge",
+            "Seconds since pinhole started.",
+            format!("{:.3}", self.uptime_s),
+        );
         metric(
             "pinhole_source_up",
             "gauge",
             "1 while the source delivers frames.",
             u8::from(self.source.state == SourceState::Running).to_string(),
         );
-        metric("pinhole_source_restarts_total", "counter", "Times the source was restarted.", self.source.restarts.to_string());
-        metric("pinhole_viewers", "gauge", "Open /api/video/cmaf streams.", self.viewers.to_string());
+        metric(
+            "pinhole_source_restarts_total",
+            "counter",
+            "Times the source was restarted.",
+            self.source.restarts.to_string(),
+        );
+        metric(
+            "pinhole_viewers",
+            "gauge",
+            "Open /api/video/cmaf streams.",
+            self.viewers.to_string(),
+        );
         metric(
             "pinhole_viewer_skips_total",
             "counter",
             "Times a lagging viewer was moved forward to the next IDR.",
             self.viewer_skips.to_string(),
         );
-        metric("pinhole_fragments_total", "counter", "CMAF fragments cut.", self.fragments.to_string());
-        metric("pinhole_frames_total", "counter", "Video frames muxed.", self.frames.to_string());
-        metric("pinhole_video_fps", "gauge", "Frame rate over the last 2 s.", self.video.fps.to_string());
-        metric("pinhole_video_bitrate_bps", "gauge", "Video bitrate over the last 2 s.", self.video.bitrate_bps.to_string());
-        metric("pinhole_video_width_pixels", "gauge", "Coded picture width.", self.video.width.to_string());
-        metric("pinhole_video_height_pixels", "gauge", "Coded picture height.", self.video.height.to_string());
-        metric("pinhole_sent_bytes_total", "counter", "Bytes of stream records sent to viewers.", self.bytes_sent.to_string());
+        metric(
+            "pinhole_fragments_total",
+            "counter",
+            "CMAF fragments cut.",
+            self.fragments.to_string(),
+        );
+        metric(
+            "pinhole_frames_total",
+            "counter",
+            "Video frames muxed.",
+            self.frames.to_string(),
+        );
+        metric(
+            "pinhole_video_fps",
+            "gauge",
+            "Frame rate over the last 2 s.",
+            self.video.fps.to_string(),
+        );
+        metric(
+            "pinhole_video_bitrate_bps",
+            "gauge",
+            "Video bitrate over the last 2 s.",
+            self.video.bitrate_bps.to_string(),
+        );
+        metric(
+            "pinhole_video_width_pixels",
+            "gauge",
+            "Coded picture width.",
+            self.video.width.to_string(),
+        );
+        metric(
+            "pinhole_video_height_pixels",
+            "gauge",
+            "Coded picture height.",
+            self.video.height.to_string(),
+        );
+        metric(
+            "pinhole_sent_bytes_total",
+            "counter",
+            "Bytes of stream records sent to viewers.",
+            self.bytes_sent.to_string(),
+        );
         out
     }
 }
@@ -264,8 +317,17 @@ mod tests {
     fn metrics_text_has_help_type_and_value_for_each_figure() {
         let s = Status::new("testsrc".into(), 100);
         s.set_source_state(SourceState::Running);
-        let text = s.snapshot(HubCounters { viewers: 3, skips: 1, bytes_sent: 9 }).to_prometheus();
-        assert!(text.contains("# TYPE pinhole_viewers gauge\npinhole_viewers 3\n"), "{text}");
+        let text = s
+            .snapshot(HubCounters {
+                viewers: 3,
+                skips: 1,
+                bytes_sent: 9,
+            })
+            .to_prometheus();
+        assert!(
+            text.contains("# TYPE pinhole_viewers gauge\npinhole_viewers 3\n"),
+            "{text}"
+        );
         assert!(text.contains("pinhole_source_up 1\n"));
         assert!(text.contains("pinhole_viewer_skips_total 1\n"));
     }
@@ -279,6 +341,10 @@ mod tests {
         assert_eq!(snap.source.restarts, 1);
         assert!(snap.source.last_error.is_some());
         s.set_source_state(SourceState::Running);
-        assert!(s.snapshot(HubCounters::default()).source.last_error.is_none());
+        assert!(s
+            .snapshot(HubCounters::default())
+            .source
+            .last_error
+            .is_none());
     }
 }

@@ -77,7 +77,10 @@ impl FrameClock {
             }
         }
         self.next_dts_90k = dts + u64::from(duration_90k);
-        Stamp { dts_90k: dts, duration_90k }
+        Stamp {
+            dts_90k: dts,
+            duration_90k,
+        }
     }
 }
 
@@ -102,7 +105,10 @@ mod tests {
     #[test]
     fn without_a_declared_rate_the_duration_follows_arrivals() {
         let mut c = FrameClock::new(0);
-        let mut last = Stamp { dts_90k: 0, duration_90k: 0 };
+        let mut last = Stamp {
+            dts_90k: 0,
+            duration_90k: 0,
+        };
         for i in 0..200u64 {
             last = c.stamp(i * 40_000, None); // 25 fps
         }

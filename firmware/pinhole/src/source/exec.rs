@@ -124,7 +124,11 @@ pub async fn run(
     let exit = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
     let last = last_stderr.lock().map(|l| l.clone()).unwrap_or_default();
     if clock.resyncs > 0 {
-        tracing::debug!(source = "exec", resyncs = clock.resyncs, "timeline resynchronised to arrival");
+        tracing::debug!(
+            source = "exec",
+            resyncs = clock.resyncs,
+            "timeline resynchronised to arrival"
+        );
     }
     match outcome {
         Ok(()) => {
@@ -166,13 +170,17 @@ impl ExecSink {
                 if self.bad_nals <= 5 || self.bad_nals % 100 == 0 {
                     tracing::warn!(source = "exec", count = self.bad_nals, error = %e, "dropped bad NAL unit");
                 }
-                self.status.note_source_error(format!("exec: bad input: {e}"));
+                self.status
+                    .note_source_error(format!("exec: bad input: {e}"));
                 return;
             }
         };
         if let Some(sps) = au.sps() {
             if let Ok(parsed) = media::sps::parse_sps(sps) {
-                self.nominal_90k = parsed.frame_duration_90k();
+                self.nominal_90k = parsed.frame_rate_ratio().and_then(|(num, den)| {
+                    // 90 kHz ticks per frame, rounded: 30 fps → 3000, 29.97 fps → 3003.
+                    u32::try_from((90_000 * den + num / 2) / num).ok()
+                });
             }
         }
         let stamp = clock.stamp(now_us, self.nominal_90k);

@@ -34,7 +34,12 @@ impl SourceSpec {
             let query = match rest {
                 "" => "",
                 r if r.starts_with('?') => &r[1..],
-                _ => return Err(format!("{uri:?} is not a known source; allowed: {}", Self::SCHEMES)),
+                _ => {
+                    return Err(format!(
+                        "{uri:?} is not a known source; allowed: {}",
+                        Self::SCHEMES
+                    ))
+                }
             };
             return testsrc::TestsrcOptions::from_query(query)
                 .map(SourceSpec::Testsrc)
@@ -42,7 +47,9 @@ impl SourceSpec {
         }
         if let Some(cmd) = uri.strip_prefix("exec:") {
             if cmd.trim().is_empty() {
-                return Err("exec: needs a command, e.g. \"exec:rpicam-vid -t 0 --inline -o -\"".into());
+                return Err(
+                    "exec: needs a command, e.g. \"exec:rpicam-vid -t 0 --inline -o -\"".into(),
+                );
             }
             return Ok(SourceSpec::Exec(cmd.to_string()));
         }
@@ -163,7 +170,13 @@ pub async fn supervise(
         let started = tokio::time::Instant::now();
         let result = match &spec {
             SourceSpec::Testsrc(opts) => {
-                testsrc_run(opts.clone(), pipeline.clone(), status.clone(), shutdown.clone()).await
+                testsrc_run(
+                    opts.clone(),
+                    pipeline.clone(),
+                    status.clone(),
+                    shutdown.clone(),
+                )
+                .await
             }
             SourceSpec::Exec(cmd) => {
                 exec::run(cmd, pipeline.clone(), status.clone(), shutdown.clone()).await
@@ -248,12 +261,18 @@ mod tests {
             redact_credentials("ffmpeg -i rtsp://admin:hunter2@10.0.0.5:554/s1 -f h264 -"),
             "ffmpeg -i rtsp://admin:***@10.0.0.5:554/s1 -f h264 -"
         );
-        assert_eq!(redact_credentials("rtsp://10.0.0.5:554/s"), "rtsp://10.0.0.5:554/s");
+        assert_eq!(
+            redact_credentials("rtsp://10.0.0.5:554/s"),
+            "rtsp://10.0.0.5:554/s"
+        );
     }
 
     #[test]
     fn source_uris_parse_and_unknown_schemes_are_refused() {
-        assert!(matches!(SourceSpec::parse("testsrc"), Ok(SourceSpec::Testsrc(_))));
+        assert!(matches!(
+            SourceSpec::parse("testsrc"),
+            Ok(SourceSpec::Testsrc(_))
+        ));
         assert!(matches!(
             SourceSpec::parse("exec:ffmpeg -i x -f h264 -"),
             Ok(SourceSpec::Exec(c)) if c == "ffmpeg -i x -f h264 -"

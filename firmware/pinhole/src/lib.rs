@@ -1,0 +1,14 @@
+//! The pinhole daemon as a library: the binary in `main.rs` wires these parts together, and
+//! tests and benchmarks reach them directly.
+//!
+//! ```text
+//! source::supervise ─► source (testsrc | exec) ─► pipeline (media::Segmenter) ─► hub ─► http
+//! ```
+#![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod pipeline;
+pub mod source;
+pub mod status;
