@@ -4,7 +4,7 @@
 //! ```text
 //! source::supervise ─► source (testsrc | exec) ─► pipeline (media::Segmenter) ─► hub ─► http
 //! ```
-#![forbid(clippy::print_stdout, clippy::print_stderr)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
 pub mod http;
