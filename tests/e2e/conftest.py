@@ -78,6 +78,18 @@ def reap_orphans(known: set[int], grace: float = 2.0) -> list[tuple[int, str]]:
     return left
 
 
+# A live H.264 stream from Debian's ffmpeg: libx264, no B-frames, 1 s GOP, paced in real time.
+FFMPEG_EXEC = ("ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size={size}:rate={fps} "
+               "-c:v libx264 -preset ultrafast -tune zerolatency -bf 0 -g {gop} -f h264 -")
+
+
+def ffmpeg_exec(size: str = "640x360", fps: int = 30, gop: int = 30, extra: str = "") -> str:
+    cmd = FFMPEG_EXEC.format(size=size, fps=fps, gop=gop)
+    if extra:
+        cmd = cmd.replace(" -f h264 -", f" {extra} -f h264 -")
+    return cmd
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
