@@ -37,12 +37,20 @@ pub fn max_lag_90k(gop_90k: u64) -> u64 {
     MIN_LAG_90K.max(gop_90k + 90_000)
 }
 
-/// One queued record: a part and the init segment it decodes with.
+/// One queued record: a part and the init segment it decodes with, and where it sits in the
+/// LL-HLS numbering: segment `msn` (a segment starts at each IDR), part `part_index` within it.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub part: Arc<Part>,
     pub init: Arc<InitSegment>,
+    pub msn: u64,
+    pub part_index: u32,
+    /// The first part after a break in the timeline (source restart) or an init change.
+    pub discontinuity: bool,
 }
+
+/// The position of the newest part, for LL-HLS blocking reloads: `(msn, part_index)`.
+pub type PartPosition = Option<(u64, u32)>;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HubCounters {
@@ -51,9 +59,11 @@ pub struct HubCounters {
     pub bytes_sent: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Hub {
     inner: Mutex<Inner>,
+    /// Changes each time a part is published; LL-HLS requests wait on it.
+    latest: tokio::sync::watch::Sender<PartPosition>,
     skips: AtomicU64,
     bytes_sent: AtomicU64,
     next_viewer_id: AtomicU64,
@@ -69,6 +79,10 @@ struct Inner {
     gop_start_90k: Option<u64>,
     viewers: Vec<Arc<ViewerShared>>,
     closed: bool,
+    /// Position of the last published part.
+    position: PartPosition,
+    /// The next part starts a discontinuity (set at a source restart).
+    discontinuity: bool,
 }
 
 #[derive(Debug)]
@@ -130,14 +144,45 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            inner: Mutex::default(),
+            latest: tokio::sync::watch::Sender::new(None),
+            skips: AtomicU64::default(),
+            bytes_sent: AtomicU64::default(),
+            next_viewer_id: AtomicU64::default(),
+        }
+    }
+}
+
 impl Hub {
     pub fn new() -> Arc<Hub> {
         Arc::new(Hub::default())
     }
 
-    /// The init segment for the parts that follow.
+    /// The init segment for the parts that follow. A different generation starts a
+    /// discontinuity in the LL-HLS numbering.
     pub fn set_init(&self, init: Arc<InitSegment>) {
-        lock(&self.inner).init = Some(init);
+        let mut inner = lock(&self.inner);
+        if inner
+            .init
+            .as_ref()
+            .is_some_and(|i| i.generation != init.generation)
+        {
+            inner.discontinuity = true;
+        }
+        inner.init = Some(init);
+    }
+
+    /// The timeline breaks here (the source restarted): the next part is a discontinuity.
+    pub fn mark_discontinuity(&self) {
+        lock(&self.inner).discontinuity = true;
+    }
+
+    /// Watches the position of the newest part.
+    pub fn watch_latest(&self) -> tokio::sync::watch::Receiver<PartPosition> {
+        self.latest.subscribe()
     }
 
     pub fn init(&self) -> Option<Arc<InitSegment>> {
@@ -147,12 +192,27 @@ impl Hub {
     /// Publishes a part to the ring and every viewer. Never blocks on a viewer.
     pub fn publish(&self, part: Arc<Part>) {
         let mut wake = Vec::new();
+        let position;
         {
             let mut inner = lock(&self.inner);
             let Some(init) = inner.init.clone() else {
                 return; // The segmenter always emits an init first; nothing can decode without.
             };
-            let entry = Entry { part, init };
+            let (msn, part_index) = match inner.position {
+                None => (0, 0),
+                Some((msn, _)) if part.independent => (msn + 1, 0),
+                Some((msn, idx)) => (msn, idx + 1),
+            };
+            let discontinuity =
+                std::mem::take(&mut inner.discontinuity) && inner.position.is_some();
+            inner.position = Some((msn, part_index));
+            let entry = Entry {
+                part,
+                init,
+                msn,
+                part_index,
+                discontinuity,
+            };
             let t = entry.part.base_decode_time_90k;
             if entry.part.independent {
                 if let Some(start) = inner.gop_start_90k {
@@ -160,6 +220,7 @@ impl Hub {
                 }
                 inner.gop_start_90k = Some(t);
             }
+            position = inner.position;
             inner.ring_bytes += entry.part.framed.len();
             inner.ring.push_back(entry.clone());
             inner.trim_ring();
@@ -176,6 +237,7 @@ impl Hub {
             }
         }
         // Wake outside the locks so woken tasks do not contend with us.
+        self.latest.send_replace(position);
         for w in wake {
             w.wake();
         }
@@ -440,6 +502,33 @@ mod tests {
         })
         .collect();
         assert_eq!(gens, vec![1, 2]);
+    }
+
+    #[test]
+    fn parts_are_numbered_by_segment_and_part_with_discontinuities_marked() {
+        let hub = Hub::new();
+        hub.set_init(init(1));
+        let mut latest = hub.watch_latest();
+        publish_range(&hub, 0..12);
+        assert_eq!(*latest.borrow_and_update(), Some((1, 1)));
+        hub.mark_discontinuity();
+        hub.publish(part(12, true));
+        hub.set_init(init(2));
+        hub.publish(part(13, true));
+        hub.publish(part(14, false));
+        let pos: Vec<(u64, u32, bool)> = hub
+            .ring()
+            .iter()
+            .map(|e| (e.msn, e.part_index, e.discontinuity))
+            .collect();
+        assert_eq!(pos[0], (0, 0, false));
+        assert_eq!(pos[9], (0, 9, false));
+        assert_eq!(pos[10], (1, 0, false));
+        assert_eq!(pos[11], (1, 1, false));
+        assert_eq!(pos[12], (2, 0, true));
+        assert_eq!(pos[13], (3, 0, true));
+        assert_eq!(pos[14], (3, 1, false));
+        assert!(latest.has_changed().unwrap());
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl Pipeline {
         let outputs = self.segmenter.flush();
         self.publish(outputs);
         self.run_base = None;
+        self.hub.mark_discontinuity();
     }
 
     fn publish(&mut self, outputs: Vec<Output>) {
