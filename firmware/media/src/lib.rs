@@ -19,6 +19,7 @@ pub mod annexb;
 pub mod bits;
 pub mod fmp4;
 pub mod h264;
+pub mod hls;
 pub mod segmenter;
 pub mod sps;
 

@@ -1,0 +1,1 @@
+//! LL-HLS playlist rendering and query parsing (being written).
