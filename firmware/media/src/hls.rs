@@ -228,12 +228,21 @@ impl MediaPlaylist {
             segments.drain(..=gap);
         }
         // The window: the segment in progress plus the newest complete ones.
+        // At least three target durations of complete segments (RFC 8216 6.2.2), as far as
+        // the ring reaches.
         let complete = segments.len().saturating_sub(1);
+        let longest = segments
+            .iter()
+            .map(Segment::duration_90k)
+            .max()
+            .unwrap_or(0);
+        let td_90k = TICKS * ceil_seconds(longest).max(u64::from(opts.target_duration_floor_s));
         let mut keep = 0;
         let mut total = 0u64;
         for s in segments[..complete].iter().rev() {
             let d = s.duration_90k();
-            if keep >= opts.min_segments && total + d > opts.window_90k {
+            let enough = keep >= opts.min_segments && total >= 3 * td_90k;
+            if enough && total + d > opts.window_90k {
                 break;
             }
             total += d;
@@ -313,15 +322,15 @@ impl MediaPlaylist {
         let _ = writeln!(out, "#EXTM3U");
         let _ = writeln!(out, "#EXT-X-VERSION:{VERSION}");
         let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target_s}");
+        let part_target = Seconds::ceil(u64::from(part_target));
+        // Three times the value as written, so a client's own arithmetic agrees.
+        let part_hold_back = Seconds {
+            hundred_thousandths: 3 * part_target.hundred_thousandths,
+        };
+        let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_target}");
         let _ = writeln!(
             out,
-            "#EXT-X-PART-INF:PART-TARGET={}",
-            Seconds::ceil(u64::from(part_target))
-        );
-        let _ = writeln!(
-            out,
-            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={},HOLD-BACK={}",
-            Seconds::ceil(3 * u64::from(part_target)),
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={part_hold_back},HOLD-BACK={}",
             Seconds::ceil(3 * TICKS * u64::from(target_s))
         );
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence());
