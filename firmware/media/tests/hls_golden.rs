@@ -4,6 +4,8 @@
 //! To accept a deliberate change: `UPDATE_GOLDEN=1 cargo test -p media --test hls_golden`,
 //! then review the diff of `tests/golden/*.m3u8`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use media::hls::{
