@@ -347,3 +347,22 @@ def h264_clip(tmp_path_factory, ffmpeg) -> Path:
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, f"could not encode the test clip: {p.stderr}"
     return path
+
+
+@pytest.fixture(scope="session")
+def busy_clip(tmp_path_factory, ffmpeg) -> Path:
+    """4 s of 1280x720 30 fps H.264 at ~8 Mbit/s: the test pattern with noise, so the encoder
+    really spends the bits (testsrc's clean picture stays far below any bitrate cap)."""
+    path = tmp_path_factory.mktemp("clips") / "clip-720p-8M.mp4"  # mp4: raw .h264 cannot loop (no seek)
+    p = subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                        "testsrc2=size=1280x720:rate=30", "-vf", "noise=alls=20:allf=t", "-t", "4",
+                        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-bf", "0",
+                        "-g", "30", "-b:v", "8M", "-maxrate", "8M", "-bufsize", "8M", str(path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, f"could not encode the test clip: {p.stderr}"
+    return path
+
+
+def looped_exec(clip: Path) -> str:
+    """exec: source command feeding `clip` in real time, looped forever (costs almost no CPU)."""
+    return f"exec:ffmpeg -hide_banner -nostdin -loglevel error -re -stream_loop -1 -i {clip} -c copy -f h264 -"
