@@ -5,6 +5,9 @@
 //! fragments, each handed to hyper the moment it is cut; a zero-length record is a heartbeat
 //! after [`HEARTBEAT`] of silence, so tunnels and proxies keep the connection open. The socket
 //! has `TCP_NODELAY`, so a fragment is not held back waiting for an ACK.
+//!
+//! `/hls/…` is the LL-HLS view of the same parts ([`crate::hls`]); its requests may be held
+//! (blocking playlist reload), so handling is async.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::hls::{Hls, HlsConfig, Reply};
 use crate::hub::{Hub, Viewer};
 use crate::status::Status;
 
@@ -52,11 +56,20 @@ pub enum Route {
     Cmaf,
     Status,
     Metrics,
+    /// A name under `/hls/` (see [`media::hls::Resource`]).
+    Hls(media::hls::Resource),
     NotFound,
     MethodNotAllowed(&'static str),
 }
 
 pub fn route(method: &Method, path: &str) -> Route {
+    if let Some(name) = path.strip_prefix("/hls/") {
+        return match media::hls::Resource::parse(name) {
+            Some(r) if method == Method::GET || method == Method::HEAD => Route::Hls(r),
+            Some(_) => Route::MethodNotAllowed("GET, HEAD"),
+            None => Route::NotFound,
+        };
+    }
     let (allowed, r) = match path {
         "/" | "/index.html" => ("GET, HEAD", Route::Index),
         // POST too: quick tunnels hold back GET streams (cloudflared #1449).
@@ -193,7 +206,29 @@ fn with_type(body: Body, content_type: &'static str, cache: &'static str) -> Res
     r
 }
 
-pub fn handle(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
+/// An LL-HLS answer as a response; any origin may read it (players on other pages).
+fn hls_response(r: Reply) -> Response<Body> {
+    let mut resp = Response::new(Body::full(r.body));
+    *resp.status_mut() = r.status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(r.content_type),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&r.cache_control) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    if let Some(s) = r.retry_after {
+        h.insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        header::HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+pub async fn handle(state: &AppState, hls: &Hls, req: &Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     let mut resp = match route(req.method(), req.uri().path()) {
         Route::Index => with_type(
@@ -216,11 +251,16 @@ pub fn handle(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
                 Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("status: {e}")),
             }
         }
-        Route::Metrics => with_type(
-            Body::full(state.status.snapshot(state.hub.counters()).to_prometheus()),
-            "text/plain; version=0.0.4; charset=utf-8",
-            "no-store",
-        ),
+        Route::Metrics => {
+            let mut text = state.status.snapshot(state.hub.counters()).to_prometheus();
+            text.push_str(&hls.prometheus());
+            with_type(
+                Body::full(text),
+                "text/plain; version=0.0.4; charset=utf-8",
+                "no-store",
+            )
+        }
+        Route::Hls(res) => hls_response(hls.respond(res, req.uri().query()).await),
         Route::NotFound => plain(StatusCode::NOT_FOUND, "not found"),
         Route::MethodNotAllowed(allowed) => {
             let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
@@ -260,9 +300,16 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let fragment_ms = state.status.snapshot(state.hub.counters()).fragment_ms;
+    let hls = Arc::new(Hls::new(
+        state.hub.clone(),
+        HlsConfig::new(fragment_ms.saturating_mul(90)),
+        shutdown.clone(),
+    ));
     let mut loops = Vec::new();
     for listener in listeners {
         let state = state.clone();
+        let hls = hls.clone();
         let graceful = graceful.clone();
         let mut shutdown = shutdown.clone();
         loops.push(tokio::spawn(async move {
@@ -288,9 +335,11 @@ pub async fn serve(
                     tracing::debug!(error = %e, "TCP_NODELAY not set");
                 }
                 let state = state.clone();
+                let hls = hls.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let resp = handle(&state, &req);
-                    async move { Ok::<_, Infallible>(resp) }
+                    let state = state.clone();
+                    let hls = hls.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, &hls, &req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -319,6 +368,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use media::hls::Resource;
 
     #[test]
     fn routes_decode_as_a_table() {
@@ -341,6 +391,40 @@ mod tests {
             (Method::GET, "/metrics", Route::Metrics),
             (Method::GET, "/../etc/passwd", Route::NotFound),
             (Method::GET, "/api/video/cmaf/", Route::NotFound),
+            (
+                Method::GET,
+                "/hls/stream.m3u8",
+                Route::Hls(Resource::MediaPlaylist),
+            ),
+            (
+                Method::HEAD,
+                "/hls/index.m3u8",
+                Route::Hls(Resource::Multivariant),
+            ),
+            (
+                Method::GET,
+                "/hls/part-12-3.m4s",
+                Route::Hls(Resource::Part { msn: 12, index: 3 }),
+            ),
+            (
+                Method::GET,
+                "/hls/seg-7.m4s",
+                Route::Hls(Resource::Segment { msn: 7 }),
+            ),
+            (
+                Method::GET,
+                "/hls/init-2.mp4",
+                Route::Hls(Resource::Init { generation: 2 }),
+            ),
+            (
+                Method::POST,
+                "/hls/stream.m3u8",
+                Route::MethodNotAllowed("GET, HEAD"),
+            ),
+            (Method::GET, "/hls/seg-07.m4s", Route::NotFound),
+            (Method::GET, "/hls/../index.html", Route::NotFound),
+            (Method::GET, "/hls/", Route::NotFound),
+            (Method::GET, "/hls", Route::NotFound),
         ];
         for (m, p, want) in cases {
             assert_eq!(route(&m, p), want, "{m} {p}");

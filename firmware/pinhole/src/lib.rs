@@ -7,6 +7,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod config;
+pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod pipeline;
