@@ -24,8 +24,12 @@ def read_and_check(ph, tmp_path, *, seconds=5.0, target_ms=100, method="GET", si
     assert len(st.inits) == 1, f"{len(st.inits)} init segments for a stream whose parameters never change"
     init = st.init
     frags = st.fragments
-    check_fragments(frags, init, target_ms)
-    check_live(frags)
+    try:
+        check_fragments(frags, init, target_ms)
+        check_live(frags)
+    except AssertionError as e:
+        warnings = "\n".join(line for line in ph.log().splitlines() if " WARN " in line or " ERROR " in line)
+        raise AssertionError(f"{e}\npinhole's warnings:\n{warnings or '(none)'}") from None
 
     # A new viewer gets the latest GOP at once: no wait for the next keyframe.
     first = frags[0]
