@@ -80,6 +80,8 @@ pub struct PartInfo {
     pub msn: u64,
     /// Index of the part within the segment, from 0.
     pub index: u32,
+    /// Media time of its first frame (`tfdt`), 90 kHz.
+    pub start_90k: u64,
     pub duration_90k: u32,
     /// Starts with an IDR (the first part of a segment).
     pub independent: bool,
@@ -181,9 +183,26 @@ impl MediaPlaylist {
     /// hub numbers them). Segments whose first part has already left the ring are not listed,
     /// nor anything older; the newest segment is taken to be in progress.
     pub fn from_parts(parts: &[PartInfo], opts: &WindowOptions) -> MediaPlaylist {
+        // A playlist's timeline is the sum of its durations, so a forward jump in media time
+        // (a source that stalled and skipped ahead) must be a discontinuity, or players look
+        // for frames where there are none (hls.js: "skipping hole", stalls). A discontinuity
+        // belongs to a whole segment: a jump before a segment's first part marks that segment;
+        // a jump inside a segment marks the next one, so the damage stays in one segment.
+        let mut parts = parts.to_vec();
+        let mut carry = false;
+        for i in 1..parts.len() {
+            let prev = parts[i - 1];
+            let jump = parts[i].start_90k != prev.start_90k + u64::from(prev.duration_90k);
+            if parts[i].index == 0 {
+                parts[i].discontinuity |= jump || carry;
+                carry = false;
+            } else {
+                carry |= jump;
+            }
+        }
         // Group into segments, keeping only runs that start at part 0 and have no holes.
         let mut groups: Vec<Vec<PartInfo>> = Vec::new();
-        for p in parts {
+        for p in &parts {
             match groups.last_mut() {
                 Some(g)
                     if g.last()
@@ -802,10 +821,12 @@ mod tests {
     fn ring(first: u64, segments: u64, per_segment: u32, in_progress: u32) -> Vec<PartInfo> {
         let mut out = Vec::new();
         let mut t_us = 1_700_000_000_000_000u64;
+        let mut start_90k = 0;
         let mut push = |msn: u64, index: u32| {
             out.push(PartInfo {
                 msn,
                 index,
+                start_90k,
                 duration_90k: 9_000,
                 independent: index == 0,
                 capture_unix_us: t_us,
@@ -815,6 +836,7 @@ mod tests {
                 frames: 3,
             });
             t_us += 100_000;
+            start_90k += 9_000;
         };
         for s in 0..segments {
             for i in 0..per_segment {
@@ -901,6 +923,28 @@ mod tests {
                 "#EXT-X-MAP:URI=\"init-1.mp4\"",
                 "#EXT-X-MAP:URI=\"init-2.mp4\""
             ]
+        );
+    }
+
+    #[test]
+    fn a_jump_in_media_time_is_a_discontinuity_at_the_segment_it_reaches() {
+        let mut parts = ring(0, 4, 10, 3);
+        // Segment 1 starts after a jump; inside segment 2 part 4 comes after one.
+        for p in parts.iter_mut().filter(|p| p.msn >= 1) {
+            p.start_90k += 45_000;
+        }
+        for p in parts.iter_mut().filter(|p| (p.msn, p.index) >= (2, 4)) {
+            p.start_90k += 3_000;
+        }
+        let p = MediaPlaylist::from_parts(&parts, &WindowOptions::default());
+        let disc: Vec<(u64, bool)> = p
+            .segments
+            .iter()
+            .map(|s| (s.msn, s.discontinuity))
+            .collect();
+        assert_eq!(
+            disc,
+            [(0, false), (1, true), (2, false), (3, true), (4, false)]
         );
     }
 

@@ -43,6 +43,7 @@ impl Stream {
             out.push(PartInfo {
                 msn,
                 index,
+                start_90k: u64::from(f) * u64::from(self.frame_90k),
                 duration_90k: n * self.frame_90k,
                 independent: in_gop == 0,
                 capture_unix_us: T0_US + u64::from(f) * u64::from(self.frame_90k) * 100 / 9,
@@ -240,6 +241,7 @@ fn a_source_restart_and_a_new_init_show_as_discontinuities() {
     more[0].discontinuity = true;
     for p in &mut more {
         p.capture_unix_us += 5_000_000; // the source was away for 5 s
+        p.start_90k += 90 * 3_000 + 5 * 90_000; // after the first run, plus the outage
     }
     parts.extend(more);
     let mut p = MediaPlaylist::from_parts(&parts, &WindowOptions::default());
@@ -280,6 +282,7 @@ fn every_window_of_a_long_run_keeps_the_invariants() {
     let mut msn = 0;
     let mut index = 0;
     let mut t = T0_US;
+    let mut start_90k = 0;
     for n in 0..400u32 {
         // GOPs of 7 to 11 parts (0.6 to 1.4 s).
         let new_gop = n == 0 || index >= 7 + (msn * 3 % 5) as u32;
@@ -291,6 +294,7 @@ fn every_window_of_a_long_run_keeps_the_invariants() {
         parts.push(PartInfo {
             msn,
             index,
+            start_90k,
             duration_90k: d,
             independent: new_gop || n == 0,
             capture_unix_us: t,
@@ -300,6 +304,7 @@ fn every_window_of_a_long_run_keeps_the_invariants() {
             frames: 3,
         });
         t += u64::from(d) * 100 / 9;
+        start_90k += u64::from(d);
         index += 1;
         // The daemon's ring keeps about 12 s.
         let keep_from = parts.len().saturating_sub(120);

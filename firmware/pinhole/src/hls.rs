@@ -282,6 +282,7 @@ impl Hls {
             .map(|e| PartInfo {
                 msn: e.msn.saturating_add(self.epoch),
                 index: e.part_index,
+                start_90k: e.part.base_decode_time_90k,
                 duration_90k: e.part.duration_90k,
                 independent: e.part.independent,
                 capture_unix_us: e.part.capture_unix_us,
