@@ -194,7 +194,8 @@ impl NalSplitter {
 /// where the previous one stopped, even if a start code straddles two pushes.
 fn find_start_code(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from.max(2);
-    while let Some(off) = buf.get(i..).and_then(|s| s.iter().position(|&b| b == 1)) {
+    // memchr is SIMD: scanning is most of the splitter's cost at camera bitrates.
+    while let Some(off) = buf.get(i..).and_then(|s| memchr::memchr(1, s)) {
         let one = i + off;
         if buf.get(one - 2..one) == Some(&[0, 0][..]) {
             return Some(one - 2);
