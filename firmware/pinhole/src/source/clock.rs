@@ -65,13 +65,25 @@ impl FrameClock {
         };
 
         let mut dts = self.next_dts_90k;
+        let mut duration_90k = duration_90k;
         match self.anchor {
             None => self.anchor = Some((arrival_us, dts)),
             Some((a_us, a_dts)) => {
                 let arrival_90k = a_dts + arrival_us.saturating_sub(a_us) * 9 / 100;
                 if arrival_90k > dts + RESYNC_BEHIND_90K {
-                    dts = arrival_90k;
-                    self.anchor = Some((arrival_us, dts));
+                    let behind = arrival_90k - dts;
+                    match u32::try_from(behind)
+                        .ok()
+                        .and_then(|b| b.checked_add(duration_90k))
+                    {
+                        // A short stall: this frame lasts longer, so tfdt stays continuous
+                        // (players without gap handling keep playing) and the next frame is
+                        // back on the arrival grid.
+                        Some(longer) if longer <= MAX_DUR_90K => duration_90k = longer,
+                        // A long outage: jump, leaving a gap as long as the outage.
+                        _ => dts = arrival_90k,
+                    }
+                    self.anchor = Some((arrival_us, arrival_90k));
                     self.resyncs += 1;
                 }
             }
@@ -113,6 +125,22 @@ mod tests {
             last = c.stamp(i * 40_000, None); // 25 fps
         }
         assert!((3_550..=3_650).contains(&last.duration_90k), "{last:?}");
+    }
+
+    #[test]
+    fn a_short_stall_lengthens_one_frame_and_keeps_the_timeline_continuous() {
+        let mut c = FrameClock::new(0);
+        let a = c.stamp(0, Some(3_000));
+        // 0.7 s of silence, then frames again.
+        let b = c.stamp(733_333, Some(3_000));
+        assert_eq!(b.dts_90k, a.dts_90k + 3_000);
+        assert_eq!(
+            b.dts_90k + u64::from(b.duration_90k),
+            733_333 * 9 / 100 + 3_000
+        );
+        let d = c.stamp(766_666, Some(3_000));
+        assert_eq!(d.dts_90k, b.dts_90k + u64::from(b.duration_90k));
+        assert_eq!(d.duration_90k, 3_000);
     }
 
     #[test]

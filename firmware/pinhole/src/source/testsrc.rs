@@ -570,6 +570,16 @@ fn unix_ms_now() -> Result<u64, TestsrcError> {
 /// Blocking: run it on its own thread. Frame `n` is due at `start + n / fps` on the monotonic
 /// clock ([`Pacer`] explains falling behind). Each frame's `capture_unix_us` is the wall-clock
 /// time read just before rendering, at millisecond precision: the very value in the picture.
+/// Media timing of frame `n` when the previous frame ended at `prev_end_90k`: the frame starts
+/// where the previous one ended (tfdt stays continuous, the CMAF contract) and lasts until its
+/// own slot on the grid ends. After skipped frames it is simply longer, so the timeline is back
+/// on the wall-clock grid at once instead of drifting or leaving a gap a player would stall on.
+pub fn continuous_timing(prev_end_90k: Option<u64>, n: u64, fps: u32) -> (u64, u32) {
+    let dts = prev_end_90k.unwrap_or_else(|| dts_90k(n, fps));
+    let end = dts_90k(n + 1, fps).max(dts + 1);
+    (dts, u32::try_from(end - dts).unwrap_or(u32::MAX))
+}
+
 pub fn run(
     opts: &TestsrcOptions,
     stop: &AtomicBool,
@@ -588,6 +598,7 @@ pub fn run(
     let mut pacer = Pacer::new(opts.fps, Instant::now());
     let mut last_warn: Option<Instant> = None;
     let mut produced: u64 = 0;
+    let mut next_dts: Option<u64> = None;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         match pacer.poll(now) {
@@ -616,9 +627,11 @@ pub fn run(
         let capture_unix_ms = unix_ms_now()?;
         let encoded = source.encode_next(capture_unix_ms)?;
         let n = encoded.frame_index;
+        let (dts, duration) = continuous_timing(next_dts, n, opts.fps);
+        next_dts = Some(dts + u64::from(duration));
         let frame = media::segmenter::Frame {
-            dts_90k: dts_90k(n, opts.fps),
-            duration_90k: duration_90k(n, opts.fps),
+            dts_90k: dts,
+            duration_90k: duration,
             cts_offset_90k: 0,
             capture_unix_us: capture_unix_ms.saturating_mul(1000),
             au: media::h264::AccessUnit::from_nals(media::annexb::split_annexb(&encoded.annexb)),
@@ -642,6 +655,18 @@ mod tests {
     use super::*;
 
     const SOME_MS: u64 = 1_735_787_045_678;
+
+    #[test]
+    fn after_skipped_frames_the_next_frame_is_longer_and_the_timeline_has_no_gap() {
+        // 30 fps: frames 0, 1, then 2..=4 skipped (the encoder fell behind), then 5.
+        let (d0, l0) = continuous_timing(None, 0, 30);
+        let (d1, l1) = continuous_timing(Some(d0 + u64::from(l0)), 1, 30);
+        let (d5, l5) = continuous_timing(Some(d1 + u64::from(l1)), 5, 30);
+        assert_eq!((d0, l0, d1, l1), (0, 3_000, 3_000, 3_000));
+        assert_eq!((d5, l5), (6_000, 12_000)); // starts where 1 ended, ends on frame 5's slot
+        let (d6, _) = continuous_timing(Some(d5 + u64::from(l5)), 6, 30);
+        assert_eq!(d6, dts_90k(6, 30));
+    }
 
     /// NAL unit types in an Annex-B buffer, in order.
     fn nal_types(annexb: &[u8]) -> Vec<u8> {
