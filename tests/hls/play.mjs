@@ -7,6 +7,8 @@
 //                  script's own static server on another port (pinhole answers /hls/ with
 //                  Access-Control-Allow-Origin: *).
 // --player native  Chromium's own HLS player: video.src = the playlist.
+// --catchup RATE   hls.js only: maxLiveSyncPlaybackRate (play up to RATE× to reach the target
+//                  latency; hls.js's default, 1, never catches up after a slow start).
 //
 // For every displayed frame (requestVideoFrameCallback) the page draws the frame to a canvas and
 // reads testsrc's time band: the top height/24 rows (rounded down to even) hold 48 equal cells,
@@ -36,6 +38,7 @@ function parseArgs(argv) {
     else if (k === '--player') { o.player = v; i++; }
     else if (k === '--seconds') { o.seconds = Number(v); i++; }
     else if (k === '--chromium') { o.chromium = v; i++; }
+    else if (k === '--catchup') { o.catchup = v; i++; }
     else { throw new Error(`unknown argument ${k}`); }
   }
   if (!o.url) throw new Error('--url is required');
@@ -118,7 +121,11 @@ video.addEventListener('error', () => {
 if (player === 'hlsjs') {
   R.hls_version = Hls.version;
   if (!Hls.isSupported()) R.errors.push('hls.js: MSE not supported');
-  hls = new Hls({ lowLatencyMode: true, backBufferLength: 4, debug: params.get('debug') === '1' });
+  const config = { lowLatencyMode: true, backBufferLength: 4, debug: params.get('debug') === '1' };
+  // hls.js never speeds up to reach its target latency unless allowed to (default rate 1).
+  if (params.get('catchup')) config.maxLiveSyncPlaybackRate = Number(params.get('catchup'));
+  R.config = config;
+  hls = new Hls(config);
   hls.on(Hls.Events.ERROR, (_, d) => {
     R.errors.push((d.fatal ? 'fatal ' : '') + d.type + ' ' + d.details);
     if (d.fatal) { try { hls.destroy(); } catch (e) {} }
@@ -185,6 +192,7 @@ async function main() {
     const failed = [];
     page.on('response', r => { if (r.status() >= 400 && failed.length < 50) failed.push(r.status() + ' ' + r.url()); });
     const q = new URLSearchParams({ url: opts.url, player: opts.player, debug: process.env.HLS_DEBUG || '0' });
+    if (opts.catchup) q.set('catchup', opts.catchup);
     await page.goto(`http://127.0.0.1:${port}/?${q}`);
     await page.waitForTimeout(opts.seconds * 1000);
     const report = await page.evaluate(() => window.report);
