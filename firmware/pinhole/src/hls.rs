@@ -359,6 +359,25 @@ impl Hls {
         }
     }
 
+    /// Holds a request until the next part is published: takes a place among the held
+    /// requests on first use (refused when all are taken), then waits. `Err` is the reply to
+    /// send instead (busy, timed out, shutting down).
+    async fn hold(
+        &self,
+        permit: &mut Option<OwnedSemaphorePermit>,
+        rx: &mut watch::Receiver<PartPosition>,
+        deadline: Instant,
+    ) -> Result<(), Reply> {
+        if permit.is_none() {
+            *permit = Some(self.take_permit()?);
+            self.blocked.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.wait(rx, deadline).await {
+            Wake::Changed => Ok(()),
+            w => Err(self.woke(w)),
+        }
+    }
+
     fn take_permit(&self) -> Result<OwnedSemaphorePermit, Reply> {
         self.held.clone().try_acquire_owned().map_err(|_| {
             self.refuse(
@@ -455,16 +474,8 @@ impl Hls {
                 }
                 Decision::Wait => {}
             }
-            if permit.is_none() {
-                match self.take_permit() {
-                    Ok(p) => permit = Some(p),
-                    Err(r) => return r,
-                }
-                self.blocked.fetch_add(1, Ordering::Relaxed);
-            }
-            match self.wait(&mut rx, deadline).await {
-                Wake::Changed => {}
-                w => return self.woke(w),
+            if let Err(r) = self.hold(&mut permit, &mut rx, deadline).await {
+                return r;
             }
         }
         drop(permit);
@@ -588,16 +599,8 @@ impl Hls {
             if !part_is_next((hub_msn, index), last) {
                 return self.not_found(res);
             }
-            if permit.is_none() {
-                match self.take_permit() {
-                    Ok(p) => permit = Some(p),
-                    Err(r) => return r,
-                }
-                self.blocked.fetch_add(1, Ordering::Relaxed);
-            }
-            match self.wait(&mut rx, deadline).await {
-                Wake::Changed => {}
-                w => return self.woke(w),
+            if let Err(r) = self.hold(&mut permit, &mut rx, deadline).await {
+                return r;
             }
         }
     }
