@@ -475,10 +475,11 @@ pub enum Pace {
     Wait(Duration),
     /// Produce frame `frame_index` now, then call [`Pacer::frame_done`].
     Go {
-        /// The frame to produce: the next one, or a later one after a skip.
+        /// The frame to produce: always the next one.
         frame_index: u64,
-        /// Frames given up just before it because the source fell behind (0 when on time).
-        skipped: u64,
+        /// How far the schedule was moved back because the source fell behind (zero when on
+        /// time).
+        slipped: Duration,
     },
 }
 
@@ -486,15 +487,18 @@ pub enum Pace {
 ///
 /// Frame `n` is due at `start + n / fps`, computed from `start` each time (no accumulated
 /// rounding). A frame up to one frame period late is produced at once and the schedule kept, so
-/// small delays are caught up. A frame more than one period late is not produced: the pacer
-/// skips to the latest frame already due and counts the frames in between as skipped, so there
-/// is never a burst of stale frames and frame numbers stay locked to the clock.
+/// small delays are caught up. When a frame is more than one period late (the machine is
+/// overloaded), the schedule slips: that frame is produced now and the ones after it follow at
+/// the normal rate from here. No frame number is skipped and nothing bursts, so media time stays
+/// continuous with exact frame durations (the CMAF and LL-HLS contracts), and a viewer simply
+/// sees the picture pause for as long as the source did — a real camera behaves the same.
 #[derive(Debug, Clone)]
 pub struct Pacer {
     fps: u32,
     start: Instant,
     next_index: u64,
-    skipped_total: u64,
+    slips: u64,
+    slipped_total: Duration,
 }
 
 impl Pacer {
@@ -504,7 +508,8 @@ impl Pacer {
             fps: fps.max(1),
             start,
             next_index: 0,
-            skipped_total: 0,
+            slips: 0,
+            slipped_total: Duration::ZERO,
         }
     }
 
@@ -521,23 +526,17 @@ impl Pacer {
             return Pace::Wait(due - now);
         };
         let period_ns = 1_000_000_000 / u128::from(self.fps);
+        let mut slipped = Duration::ZERO;
         if late.as_nanos() > period_ns {
-            // The latest frame whose due time has passed.
-            let elapsed_ns = now.duration_since(self.start).as_nanos();
-            let latest = u64::try_from(elapsed_ns * u128::from(self.fps) / 1_000_000_000)
-                .unwrap_or(u64::MAX)
-                .max(self.next_index);
-            let skipped = latest - self.next_index;
-            self.skipped_total = self.skipped_total.saturating_add(skipped);
-            self.next_index = latest;
-            return Pace::Go {
-                frame_index: latest,
-                skipped,
-            };
+            // Move the schedule so this frame is due now.
+            self.start += late;
+            self.slips += 1;
+            self.slipped_total += late;
+            slipped = late;
         }
         Pace::Go {
             frame_index: self.next_index,
-            skipped: 0,
+            slipped,
         }
     }
 
@@ -546,9 +545,9 @@ impl Pacer {
         self.next_index = self.next_index.saturating_add(1);
     }
 
-    /// Frames skipped so far.
-    pub fn skipped_total(&self) -> u64 {
-        self.skipped_total
+    /// How often, and by how much in all, the schedule slipped.
+    pub fn slipped(&self) -> (u64, Duration) {
+        (self.slips, self.slipped_total)
     }
 }
 
@@ -570,16 +569,6 @@ fn unix_ms_now() -> Result<u64, TestsrcError> {
 /// Blocking: run it on its own thread. Frame `n` is due at `start + n / fps` on the monotonic
 /// clock ([`Pacer`] explains falling behind). Each frame's `capture_unix_us` is the wall-clock
 /// time read just before rendering, at millisecond precision: the very value in the picture.
-/// Media timing of frame `n` when the previous frame ended at `prev_end_90k`: the frame starts
-/// where the previous one ended (tfdt stays continuous, the CMAF contract) and lasts until its
-/// own slot on the grid ends. After skipped frames it is simply longer, so the timeline is back
-/// on the wall-clock grid at once instead of drifting or leaving a gap a player would stall on.
-pub fn continuous_timing(prev_end_90k: Option<u64>, n: u64, fps: u32) -> (u64, u32) {
-    let dts = prev_end_90k.unwrap_or_else(|| dts_90k(n, fps));
-    let end = dts_90k(n + 1, fps).max(dts + 1);
-    (dts, u32::try_from(end - dts).unwrap_or(u32::MAX))
-}
-
 pub fn run(
     opts: &TestsrcOptions,
     stop: &AtomicBool,
@@ -598,7 +587,6 @@ pub fn run(
     let mut pacer = Pacer::new(opts.fps, Instant::now());
     let mut last_warn: Option<Instant> = None;
     let mut produced: u64 = 0;
-    let mut next_dts: Option<u64> = None;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         match pacer.poll(now) {
@@ -608,18 +596,20 @@ pub fn run(
             }
             Pace::Go {
                 frame_index,
-                skipped,
+                slipped,
             } => {
-                source.skip_to(frame_index);
-                if skipped > 0
+                debug_assert_eq!(frame_index, source.next_index());
+                if !slipped.is_zero()
                     && last_warn.is_none_or(|t| now.duration_since(t) >= SKIP_WARN_INTERVAL)
                 {
                     last_warn = Some(now);
+                    let (slips, total) = pacer.slipped();
                     tracing::warn!(
                         source = "testsrc",
-                        skipped,
-                        skipped_total = pacer.skipped_total(),
-                        "testsrc fell behind real time; skipping ahead"
+                        late_ms = slipped.as_millis() as u64,
+                        slips,
+                        slipped_total_ms = total.as_millis() as u64,
+                        "testsrc fell behind real time (machine overloaded?); the picture pauses"
                     );
                 }
             }
@@ -627,11 +617,9 @@ pub fn run(
         let capture_unix_ms = unix_ms_now()?;
         let encoded = source.encode_next(capture_unix_ms)?;
         let n = encoded.frame_index;
-        let (dts, duration) = continuous_timing(next_dts, n, opts.fps);
-        next_dts = Some(dts + u64::from(duration));
         let frame = media::segmenter::Frame {
-            dts_90k: dts,
-            duration_90k: duration,
+            dts_90k: dts_90k(n, opts.fps),
+            duration_90k: duration_90k(n, opts.fps),
             cts_offset_90k: 0,
             capture_unix_us: capture_unix_ms.saturating_mul(1000),
             au: media::h264::AccessUnit::from_nals(media::annexb::split_annexb(&encoded.annexb)),
@@ -643,7 +631,7 @@ pub fn run(
     tracing::info!(
         source = "testsrc",
         frames = produced,
-        skipped_total = pacer.skipped_total(),
+        slips = pacer.slipped().0,
         "testsrc stopped"
     );
     Ok(())
@@ -655,18 +643,6 @@ mod tests {
     use super::*;
 
     const SOME_MS: u64 = 1_735_787_045_678;
-
-    #[test]
-    fn after_skipped_frames_the_next_frame_is_longer_and_the_timeline_has_no_gap() {
-        // 30 fps: frames 0, 1, then 2..=4 skipped (the encoder fell behind), then 5.
-        let (d0, l0) = continuous_timing(None, 0, 30);
-        let (d1, l1) = continuous_timing(Some(d0 + u64::from(l0)), 1, 30);
-        let (d5, l5) = continuous_timing(Some(d1 + u64::from(l1)), 5, 30);
-        assert_eq!((d0, l0, d1, l1), (0, 3_000, 3_000, 3_000));
-        assert_eq!((d5, l5), (6_000, 12_000)); // starts where 1 ended, ends on frame 5's slot
-        let (d6, _) = continuous_timing(Some(d5 + u64::from(l5)), 6, 30);
-        assert_eq!(d6, dts_90k(6, 30));
-    }
 
     /// NAL unit types in an Annex-B buffer, in order.
     fn nal_types(annexb: &[u8]) -> Vec<u8> {
@@ -987,7 +963,7 @@ mod tests {
         let ms = Duration::from_millis;
         let go = |frame_index| Pace::Go {
             frame_index,
-            skipped: 0,
+            slipped: Duration::ZERO,
         };
         let mut p = Pacer::new(25, t0); // 40 ms per frame
         assert_eq!(p.poll(t0), go(0));
@@ -1000,36 +976,30 @@ mod tests {
         assert_eq!(p.poll(t0 + ms(75)), Pace::Wait(ms(5)));
         // Exactly one frame late still counts as on time.
         assert_eq!(p.poll(t0 + ms(120)), go(2));
-        assert_eq!(p.skipped_total(), 0);
+        assert_eq!(p.slipped().0, 0);
     }
 
-    /// After a stall the source must not burst stale frames (they would arrive late and all at
-    /// once); it jumps to the frame that is due now, and the gap shows in the frame counter.
+    /// After a stall the source must neither burst stale frames (they would arrive late and
+    /// all at once) nor skip frame numbers (media time would jump, leaving a gap a player
+    /// stalls on): the schedule slips and the next frames follow at the normal rate.
     #[test]
-    fn pacer_skips_ahead_after_a_stall_instead_of_bursting() {
+    fn pacer_slips_the_schedule_after_a_stall_instead_of_bursting_or_skipping() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
+        let go = |frame_index, slipped| Pace::Go {
+            frame_index,
+            slipped,
+        };
         let mut p = Pacer::new(25, t0);
-        assert_eq!(
-            p.poll(t0),
-            Pace::Go {
-                frame_index: 0,
-                skipped: 0
-            }
-        );
+        assert_eq!(p.poll(t0), go(0, Duration::ZERO));
         p.frame_done();
-        // Frame 1 was due at 40 ms; at 190 ms frame 4 (due at 160 ms) is the latest due.
-        assert_eq!(
-            p.poll(t0 + ms(190)),
-            Pace::Go {
-                frame_index: 4,
-                skipped: 3
-            }
-        );
+        // Frame 1 was due at 40 ms; at 190 ms it is 150 ms late: produce it now.
+        assert_eq!(p.poll(t0 + ms(190)), go(1, ms(150)));
         p.frame_done();
-        // The schedule is kept: frame 5 is due at 200 ms, not one period after the late frame.
-        assert_eq!(p.poll(t0 + ms(191)), Pace::Wait(ms(9)));
-        assert_eq!(p.skipped_total(), 3);
+        // Frame 2 follows one period after the late frame, not at once.
+        assert_eq!(p.poll(t0 + ms(191)), Pace::Wait(ms(39)));
+        assert_eq!(p.poll(t0 + ms(230)), go(2, Duration::ZERO));
+        assert_eq!(p.slipped(), (1, ms(150)));
     }
 
     #[test]
