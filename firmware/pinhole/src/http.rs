@@ -29,6 +29,7 @@ use tokio::time::{Instant, Sleep};
 use crate::hls::{Hls, HlsConfig, Reply};
 use crate::hub::{Hub, Viewer};
 use crate::status::Status;
+use crate::ui;
 
 /// Sent when nothing else went out for this long. Cloudflare cuts idle streams after 100 s;
 /// a few seconds also lets clients notice a dead connection quickly.
@@ -39,8 +40,6 @@ const MAX_CONNECTIONS: usize = 256;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for responses to finish before closing sockets.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-const INDEX_HTML: &str = include_str!("../../../web-ui/index.html");
 
 /// Everything a request handler may look at.
 #[derive(Debug)]
@@ -53,6 +52,10 @@ pub struct AppState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Index,
+    /// A static file of the web UI: an index into [`ui::FILES`].
+    Ui(usize),
+    /// The server's wall clock, for the player's clock-offset estimate.
+    Time,
     Cmaf,
     Status,
     Metrics,
@@ -76,7 +79,11 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/api/video/cmaf" => ("GET, POST", Route::Cmaf),
         "/api/status" => ("GET, HEAD", Route::Status),
         "/metrics" => ("GET, HEAD", Route::Metrics),
-        _ => return Route::NotFound,
+        "/api/time" => ("GET, HEAD", Route::Time),
+        _ => match ui::find(path) {
+            Some(i) => ("GET, HEAD", Route::Ui(i)),
+            None => return Route::NotFound,
+        },
     };
     let ok = match r {
         Route::Cmaf => method == Method::GET || method == Method::POST,
@@ -228,14 +235,60 @@ fn hls_response(r: Reply) -> Response<Body> {
     resp
 }
 
+/// A UI file with its ETag; `304 Not Modified` when the client already has this version.
+/// `no-cache`: the browser revalidates every time, so a new firmware's UI is never mixed with
+/// an old one's cached modules.
+fn ui_file(i: usize, req: &Request<Incoming>) -> Response<Body> {
+    let Some(f) = ui::FILES.get(i) else {
+        return plain(StatusCode::NOT_FOUND, "not found");
+    };
+    let etag = f.etag();
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| f.matches(v));
+    let mut r = if fresh {
+        let mut r = Response::new(Body::Full(None));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-cache"),
+        );
+        r
+    } else {
+        with_type(Body::full(f.body), f.content_type, "no-cache")
+    };
+    if let Ok(v) = header::HeaderValue::from_str(&etag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
+
 pub async fn handle(state: &AppState, hls: &Hls, req: &Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
     let mut resp = match route(req.method(), req.uri().path()) {
-        Route::Index => with_type(
-            Body::full(INDEX_HTML),
-            "text/html; charset=utf-8",
-            "no-cache",
-        ),
+        Route::Index => match ui::find("/") {
+            Some(i) => ui_file(i, req),
+            None => plain(StatusCode::NOT_FOUND, "not found"),
+        },
+        Route::Ui(i) => ui_file(i, req),
+        Route::Time => {
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .unwrap_or(0.0);
+            let mut r = with_type(
+                Body::full(format!("{{\"unix_ms\":{unix_ms:.3}}}")),
+                "application/json",
+                "no-store",
+            );
+            r.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                header::HeaderValue::from_static("*"),
+            );
+            r
+        }
         Route::Cmaf => {
             let viewer = state.hub.subscribe();
             with_type(
@@ -425,6 +478,45 @@ mod tests {
             (Method::GET, "/hls/../index.html", Route::NotFound),
             (Method::GET, "/hls/", Route::NotFound),
             (Method::GET, "/hls", Route::NotFound),
+        ];
+        for (m, p, want) in cases {
+            assert_eq!(route(&m, p), want, "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn ui_files_and_time_decode_as_a_table() {
+        let ui = |name: &str| {
+            Route::Ui(
+                crate::ui::FILES
+                    .iter()
+                    .position(|f| f.name == name)
+                    .unwrap(),
+            )
+        };
+        let cases = [
+            (Method::GET, "/index.html", Route::Index),
+            (Method::GET, "/js/app.js", ui("js/app.js")),
+            (Method::HEAD, "/style.css", ui("style.css")),
+            (
+                Method::POST,
+                "/js/app.js",
+                Route::MethodNotAllowed("GET, HEAD"),
+            ),
+            (Method::GET, "/api/time", Route::Time),
+            (Method::HEAD, "/api/time", Route::Time),
+            (
+                Method::POST,
+                "/api/time",
+                Route::MethodNotAllowed("GET, HEAD"),
+            ),
+            (Method::GET, "/js/../Cargo.toml", Route::NotFound),
+            (Method::GET, "/js/..%2f..%2fCargo.toml", Route::NotFound),
+            (Method::GET, "/%2e%2e/etc/passwd", Route::NotFound),
+            (Method::GET, "//etc/passwd", Route::NotFound),
+            (Method::GET, "/js/", Route::NotFound),
+            (Method::GET, "/js", Route::NotFound),
+            (Method::GET, "/web-ui/index.html", Route::NotFound),
         ];
         for (m, p, want) in cases {
             assert_eq!(route(&m, p), want, "{m} {p}");

@@ -13,3 +13,4 @@ pub mod hub;
 pub mod pipeline;
 pub mod source;
 pub mod status;
+pub mod ui;

@@ -1,0 +1,323 @@
+// pinhole's player: picks a mode, wires the stream to it and keeps the status line current.
+//
+// Modes (the select in the bar; `?mode=` in the URL; remembered in localStorage):
+//   chunked     fetch of /api/video/cmaf → MSE (ManagedMediaSource where present)
+//   webcodecs   the same stream → VideoDecoder → canvas (secure contexts only)
+//   compat      /hls/stream.m3u8: LL-HLS parts → MSE, or the browser's native HLS
+// auto = chunked where MSE exists, else compat; a chunked stream that fails moves to compat.
+// In compat mode the LL-HLS part follower feeds MSE where MSE exists; native HLS is used where
+// it does not (`?hls=native` / `?hls=parts` force one).
+//
+// window.pinhole exposes the player's state for tests and the latency benchmark.
+
+import { Clock } from './clock.js';
+import { LlHlsFollower, parsePlaylist } from './llhls.js';
+import { MsePlayer } from './mse.js';
+import { StatusPoller } from './status.js';
+import { CmafStream } from './stream.js';
+import { WebCodecsPlayer } from './webcodecs.js';
+
+const $ = (id) => document.getElementById(id);
+const video = $('video');
+const canvas = $('canvas');
+const params = new URLSearchParams(location.search);
+const num = (k) => (params.has(k) && Number.isFinite(Number(params.get(k))) ? Number(params.get(k)) : undefined);
+
+const S = {
+  mode: null, submode: '', frames: 0, firstFrameMs: null, latencyMs: null, bytes: 0,
+  connections: 0, errors: [], offline: false, lastFrameAt: 0, method: null, jumps: 0,
+};
+window.pinhole = S;
+
+const clock = new Clock();
+clock.keepMeasuring();
+
+let current = null; // {stop(), captureNow(), dropped(), size()}
+
+function mseAvailable() {
+  return MsePlayer.supported();
+}
+
+function nativeHls() {
+  return video.canPlayType('application/vnd.apple.mpegurl') !== '';
+}
+
+function pickMode(want) {
+  if (want === 'webcodecs' && WebCodecsPlayer.supported()) return 'webcodecs';
+  if (want === 'compat') return 'compat';
+  if (want === 'chunked' && mseAvailable()) return 'chunked';
+  return mseAvailable() ? 'chunked' : 'compat';
+}
+
+function noteError(e) {
+  const m = String(e && e.message ? e.message : e);
+  S.errors.push(m);
+  if (S.errors.length > 50) S.errors.shift();
+}
+
+function frameShown() {
+  const now = performance.now();
+  if (S.firstFrameMs === null) S.firstFrameMs = now;
+  S.frames++;
+  S.lastFrameAt = now;
+  fpsTimes.push(now);
+}
+const fpsTimes = [];
+const byteTimes = [];
+function countBytes(n) {
+  S.bytes += n;
+  byteTimes.push([performance.now(), n]);
+}
+
+// Counts frames the video element presents (requestVideoFrameCallback where it exists).
+function watchVideoFrames() {
+  if (video.requestVideoFrameCallback) {
+    const cb = () => { frameShown(); video.requestVideoFrameCallback(cb); };
+    video.requestVideoFrameCallback(cb);
+  } else {
+    let last = -1;
+    setInterval(() => { if (video.currentTime !== last) { last = video.currentTime; frameShown(); } }, 33);
+  }
+}
+watchVideoFrames();
+
+function startChunked() {
+  const player = new MsePlayer(video, {
+    lagMs: num('lag'), slackMs: num('slack'), safetyMs: num('safety'),
+    onFatal: (e) => { noteError(e); if (autoMode) switchTo('compat'); },
+    onNeedRestart: () => { stream.stop(); stream.start(); },
+  });
+  let records = 0;
+  const stream = new CmafStream('/api/video/cmaf', {
+    onConnect: (n, method) => { S.connections = n; S.method = method; },
+    onBytes: countBytes,
+    onDisconnect: noteError,
+    onRecord: (rec, first) => {
+      records++;
+      if (first) player.onInit(rec, true);
+      else if (isInitRecord(rec)) player.onInit(rec, false);
+      else player.onFragment(rec);
+    },
+  });
+  stream.start();
+  // auto: a chunked stream that never starts (GET and POST both held back) → compatibility mode
+  const giveUp = setTimeout(() => { if (autoMode && records === 0 && !S.offline) switchTo('compat'); }, 12000);
+  return {
+    stop: () => { clearTimeout(giveUp); stream.stop(); player.destroy(); },
+    captureNow: () => player.captureAt(video.currentTime),
+    dropped: () => player.dropped(),
+    size: () => [video.videoWidth, video.videoHeight],
+    player,
+  };
+}
+
+function isInitRecord(rec) {
+  // ftyp or moov first: an in-band init segment
+  const t = String.fromCharCode(rec[4], rec[5], rec[6], rec[7]);
+  return t === 'ftyp' || t === 'moov';
+}
+
+function startWebCodecs() {
+  const player = new WebCodecsPlayer(canvas, { onFrame: frameShown });
+  const stream = new CmafStream('/api/video/cmaf', {
+    onConnect: (n, method) => { S.connections = n; S.method = method; },
+    onBytes: countBytes,
+    onDisconnect: noteError,
+    onRecord: (rec, first) => {
+      if (first || isInitRecord(rec)) player.onInit(rec);
+      else player.onFragment(rec);
+    },
+  });
+  stream.start();
+  return {
+    stop: () => { stream.stop(); player.destroy(); },
+    captureNow: () => player.lastCapture,
+    dropped: () => player.dropped,
+    size: () => [player.width, player.height],
+    player,
+  };
+}
+
+function startCompat() {
+  // Native HLS where the browser has no MSE (iPhones before iOS 17.1) or when asked for
+  // (?hls=native). With MSE the own part follower wins: Chromium's native player, for one,
+  // stays HOLD-BACK (3 s) behind, while the follower plays parts as they are cut.
+  const hls = params.get('hls');
+  if (nativeHls() && (hls === 'native' || (!mseAvailable() && hls !== 'parts'))) {
+    S.submode = 'native HLS';
+    video.src = '/hls/stream.m3u8';
+    video.play().catch(() => {});
+    // The native player's timeline starts (currentTime 0) at the first segment of the playlist
+    // it loaded: read the same playlist now and take its first PROGRAM-DATE-TIME as that origin.
+    // An estimate (the player may have seen a playlist one segment older or newer): shown as ≈.
+    let origin = null;
+    const readOrigin = async () => {
+      try {
+        const r = await fetch('/hls/stream.m3u8', { cache: 'no-store' });
+        origin = parsePlaylist(await r.text()).firstPdt;
+      } catch (e) { noteError(e); }
+    };
+    readOrigin();
+    // Chromium's native HLS player sometimes gives up (MEDIA_ERR_SRC_NOT_SUPPORTED) right
+    // after its first frame, and any native player fails when pinhole goes away: start over.
+    let retry = null;
+    const onError = () => {
+      noteError(video.error ? `video error ${video.error.code}` : 'video error');
+      clearTimeout(retry);
+      retry = setTimeout(() => { video.src = '/hls/stream.m3u8'; readOrigin(); video.play().catch(() => {}); }, 1000);
+    };
+    video.addEventListener('error', onError);
+    return {
+      stop: () => { clearTimeout(retry); video.removeEventListener('error', onError); video.removeAttribute('src'); video.load(); },
+      captureNow: () => (origin !== null && video.currentTime > 0 ? origin + video.currentTime * 1000 : null),
+      dropped: () => video.getVideoPlaybackQuality?.().droppedVideoFrames ?? 0,
+      size: () => [video.videoWidth, video.videoHeight],
+    };
+  }
+  if (!mseAvailable()) {
+    showMessage('This browser has neither MSE nor native HLS: no way to play the stream.');
+    return { stop() {}, captureNow: () => null, dropped: () => 0, size: () => [0, 0] };
+  }
+  S.submode = 'LL-HLS parts';
+  const player = new MsePlayer(video, {
+    lagMs: num('lag') ?? 150, slackMs: num('slack'), safetyMs: num('safety'),
+    onFatal: noteError,
+    onNeedRestart: () => { follower.stop(); follower.start(); },
+  });
+  const follower = new LlHlsFollower('/hls/', {
+    onInit: (b, fresh) => player.onInit(b, fresh),
+    onFragment: (b) => player.onFragment(b),
+    onBytes: countBytes,
+    onConnect: () => { S.connections++; },
+    onError: noteError,
+  });
+  follower.start();
+  return {
+    stop: () => { follower.stop(); player.destroy(); },
+    captureNow: () => player.captureAt(video.currentTime),
+    dropped: () => player.dropped(),
+    size: () => [video.videoWidth, video.videoHeight],
+    player,
+  };
+}
+
+let autoMode = true;
+
+function switchTo(mode) {
+  if (current) current.stop();
+  S.mode = mode;
+  S.submode = '';
+  S.latencyMs = null;
+  document.body.dataset.mode = mode;
+  video.hidden = mode === 'webcodecs';
+  canvas.hidden = mode !== 'webcodecs';
+  $('mode').value = autoMode ? 'auto' : mode;
+  current = mode === 'webcodecs' ? startWebCodecs() : mode === 'compat' ? startCompat() : startChunked();
+}
+
+function showMessage(text) {
+  const m = $('message');
+  m.textContent = text || '';
+  m.hidden = !text;
+}
+
+// --- status line -----------------------------------------------------------------------------
+
+function fmtRate(bps) {
+  return bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mbit/s` : `${Math.round(bps / 1e3)} kbit/s`;
+}
+
+function updateStatus() {
+  const now = performance.now();
+  while (fpsTimes.length && now - fpsTimes[0] > 1000) fpsTimes.shift();
+  while (byteTimes.length && now - byteTimes[0][0] > 2000) byteTimes.shift();
+  const bps = (byteTimes.reduce((a, x) => a + x[1], 0) * 8) / 2;
+  const capture = current ? current.captureNow() : null;
+  S.latencyMs = capture !== null && capture !== undefined && clock.valid ? clock.serverNow() - capture : null;
+  if (S.mode === 'webcodecs' && now - S.lastFrameAt > 1000) S.latencyMs = null;
+  const [w, h] = current ? current.size() : [0, 0];
+  S.jumps = current && current.player ? current.player.jumps ?? 0 : 0;
+  S.dropped = current ? current.dropped() : 0;
+  const label = { chunked: 'chunked CMAF', webcodecs: 'WebCodecs', compat: 'compat' }[S.mode] || '';
+  const parts = [
+    `${label}${S.submode ? ` (${S.submode})` : ''}`,
+    w ? `${w}×${h}` : '—',
+    `${fpsTimes.length} fps`,
+    fmtRate(bps),
+    `${S.dropped} dropped`,
+    S.latencyMs === null ? 'latency …' : `latency ${S.submode === 'native HLS' ? '≈' : ''}${Math.round(S.latencyMs)} ms`,
+  ];
+  $('stats').textContent = parts.join(' · ');
+  $('stats').title = clock.valid ? `clock offset ${clock.offsetMs.toFixed(1)} ms (rtt ${clock.rttMs.toFixed(1)} ms)` : '';
+  const stale = S.lastFrameAt === 0 || now - S.lastFrameAt > 3000;
+  if (S.offline && stale) showMessage(S.offlineMessage);
+  else if (stale && S.firstFrameMs !== null) showMessage('Waiting for the picture…');
+  else if (!stale) showMessage('');
+}
+setInterval(updateStatus, 500);
+
+new StatusPoller((s) => {
+  S.offline = !s.online;
+  S.offlineMessage = s.message;
+  if (s.online && S.firstFrameMs === null) showMessage('');
+  else if (!s.online && (S.lastFrameAt === 0 || performance.now() - S.lastFrameAt > 3000)) showMessage(s.message);
+}).start();
+
+// --- controls --------------------------------------------------------------------------------
+
+$('mode').addEventListener('change', (e) => {
+  const v = e.target.value;
+  try { localStorage.setItem('pinhole.mode', v); } catch { /* private mode */ }
+  autoMode = v === 'auto';
+  switchTo(pickMode(autoMode ? 'auto' : v));
+});
+if (!WebCodecsPlayer.supported()) {
+  const o = $('mode').querySelector('option[value="webcodecs"]');
+  o.disabled = true;
+  o.textContent += ' (needs HTTPS)';
+}
+
+$('fullscreen').addEventListener('click', () => {
+  const stage = $('stage');
+  if (document.fullscreenElement) document.exitFullscreen();
+  else if (stage.requestFullscreen) stage.requestFullscreen().catch(noteError);
+  else if (video.webkitEnterFullscreen) video.webkitEnterFullscreen(); // iPhone
+});
+
+export function snapshotCanvas() {
+  const src = S.mode === 'webcodecs' ? canvas : video;
+  const w = S.mode === 'webcodecs' ? canvas.width : video.videoWidth;
+  const h = S.mode === 'webcodecs' ? canvas.height : video.videoHeight;
+  if (!w || !h) return null;
+  const c = document.createElement('canvas');
+  c.width = w;
+  c.height = h;
+  c.getContext('2d').drawImage(src, 0, 0, w, h);
+  return c;
+}
+
+$('snapshot').addEventListener('click', () => {
+  const c = snapshotCanvas();
+  if (!c) return;
+  c.toBlob((blob) => {
+    if (!blob) return;
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `pinhole-${new Date().toISOString().replace(/[:.]/g, '-')}.png`;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }, 'image/png');
+});
+S.snapshot = snapshotCanvas;
+S.clock = clock;
+
+// --- start -----------------------------------------------------------------------------------
+
+let want = params.get('mode');
+if (!want) {
+  try { want = localStorage.getItem('pinhole.mode'); } catch { want = null; }
+}
+autoMode = !want || want === 'auto';
+switchTo(pickMode(autoMode ? 'auto' : want));

@@ -1,0 +1,225 @@
+// Media Source Extensions player: init segments and fragments appended to one SourceBuffer of
+// a ManagedMediaSource (iOS 17.1+, Safari) or a MediaSource, with live-edge control.
+//
+// Live edge: just before each append, the margin (buffered end − currentTime) is how close
+// playback came to running dry. Over a window of a few seconds its minimum is the slack the
+// player does not need; when that exceeds SLACK_MS the playhead jumps forward by it. A player
+// far behind (a background tab, a stall) jumps to TARGET behind the end at once. playbackRate
+// is never touched (Safari re-buffers on every change). Data further behind the playhead than
+// KEEP_BEHIND_S is removed.
+
+import { find, parseInit, parsePrft } from './mp4.js';
+
+const FAR_BEHIND_S = 1.0;
+const KEEP_BEHIND_S = 6;
+const WINDOW_MS = 3000;
+
+export class MsePlayer {
+  // opts: {onNeedRestart(), lagMs (target margin kept after a jump), slackMs}
+  constructor(video, opts = {}) {
+    this.video = video;
+    this.opts = opts;
+    this.targetS = (opts.lagMs ?? 120) / 1000;
+    this.safetyS = (opts.safetyMs ?? 40) / 1000;
+    this.slackS = (opts.slackMs ?? 60) / 1000;
+    this.ms = null;
+    this.sb = null;
+    this.queue = [];
+    this.codec = null;
+    this.timescale = 90000;
+    this.init = null;
+    this.pendingInit = null;
+    this.times = []; // [{t (s, media), unixMs}] from prft
+    this.margins = []; // [{at, m}]
+    this.jumps = 0;
+    this.lastTrim = 0;
+    this.streaming = true;
+    this.generation = 0;
+    this.errors = [];
+  }
+
+  static supported() {
+    return !!(window.ManagedMediaSource || window.MediaSource);
+  }
+
+  // A new init segment; `fresh` when it opens a new connection.
+  onInit(bytes, fresh) {
+    const info = parseInit(bytes);
+    const copy = bytes.slice();
+    if (!this.sb || info.codec !== this.codec) {
+      this.rebuild(info, copy);
+    } else {
+      // Decide at the first fragment whether the timeline continues (append) or restarted.
+      this.pendingInit = { info, bytes: copy, fresh };
+    }
+    this.info = info;
+  }
+
+  onFragment(bytes) {
+    if (!this.streaming) return; // ManagedMediaSource asked us to stop; resume at the next IDR
+    const copy = bytes.slice();
+    if (this.pendingInit) {
+      const p = this.pendingInit;
+      this.pendingInit = null;
+      const start = firstDts(copy) / p.info.timescale;
+      if (p.fresh && (start < this.bufferedEnd() - 0.5 || start > this.bufferedEnd() + 30)) {
+        this.rebuild(p.info, p.bytes); // pinhole restarted: a new timeline
+      } else {
+        this.timescale = p.info.timescale;
+        this.queue.push({ data: p.bytes });
+      }
+    }
+    const prft = parsePrft(copy);
+    if (prft) {
+      this.times.push({ t: prft.mediaTime / this.timescale, unixMs: prft.unixMs });
+      if (this.times.length > 300) this.times.splice(0, this.times.length - 300);
+    }
+    if (this.sb && !this.sb.updating && this.queue.length === 0) this.noteMargin();
+    this.queue.push({ data: copy });
+    this.pump();
+  }
+
+  rebuild(info, initBytes) {
+    this.teardown();
+    const gen = ++this.generation;
+    this.codec = info.codec;
+    this.timescale = info.timescale;
+    this.queue = [{ data: initBytes }];
+    this.times = [];
+    this.margins = [];
+    this.started = false;
+    const Managed = window.ManagedMediaSource;
+    const MS = Managed || window.MediaSource;
+    const ms = new MS();
+    this.ms = ms;
+    if (Managed) {
+      // iOS: without this, ManagedMediaSource never opens (AirPlay needs an HLS alternative).
+      this.video.disableRemotePlayback = true;
+      ms.addEventListener('startstreaming', () => {
+        if (!this.streaming) {
+          this.streaming = true;
+          this.opts.onNeedRestart?.();
+        }
+      });
+      ms.addEventListener('endstreaming', () => { this.streaming = false; });
+    }
+    ms.addEventListener('sourceopen', () => {
+      if (gen !== this.generation) return;
+      try {
+        const sb = ms.addSourceBuffer(`video/mp4; codecs="${info.codec}"`);
+        sb.mode = 'segments';
+        sb.addEventListener('updateend', () => this.afterUpdate(gen));
+        sb.addEventListener('error', () => this.errors.push('SourceBuffer error'));
+        this.sb = sb;
+        this.pump();
+      } catch (e) {
+        this.errors.push(`addSourceBuffer: ${e.message}`);
+        this.opts.onFatal?.(e);
+      }
+    }, { once: true });
+    this.url = URL.createObjectURL(ms);
+    this.video.src = this.url;
+  }
+
+  teardown() {
+    this.generation++;
+    this.sb = null;
+    this.queue = [];
+    if (this.url) URL.revokeObjectURL(this.url);
+    this.url = null;
+    this.ms = null;
+  }
+
+  destroy() {
+    this.teardown();
+    this.video.removeAttribute('src');
+    this.video.load();
+  }
+
+  bufferedEnd() {
+    const b = this.sb ? this.sb.buffered : null;
+    return b && b.length ? b.end(b.length - 1) : 0;
+  }
+
+  pump() {
+    const sb = this.sb;
+    if (!sb || sb.updating || !this.queue.length) return;
+    const item = this.queue.shift();
+    try {
+      if (item.remove) sb.remove(item.remove[0], item.remove[1]);
+      else sb.appendBuffer(item.data);
+    } catch (e) {
+      if (e.name === 'QuotaExceededError') {
+        const t = this.video.currentTime;
+        this.queue.unshift(item);
+        this.queue.unshift({ remove: [0, Math.max(0, t - 1)] });
+      } else {
+        this.errors.push(`append: ${e.message}`);
+        this.opts.onFatal?.(e);
+      }
+    }
+  }
+
+  noteMargin() {
+    const v = this.video;
+    if (!this.started || v.paused || v.seeking) return;
+    const m = this.bufferedEnd() - v.currentTime;
+    const now = performance.now();
+    this.margins.push({ at: now, m });
+    while (this.margins.length && now - this.margins[0].at > WINDOW_MS) this.margins.shift();
+  }
+
+  afterUpdate(gen) {
+    if (gen !== this.generation || !this.sb) return;
+    const v = this.video;
+    const b = this.sb.buffered;
+    if (b.length) {
+      const end = b.end(b.length - 1);
+      const start = b.start(b.length - 1);
+      const t = v.currentTime;
+      const now = performance.now();
+      if (!this.started || t < start || end - t > FAR_BEHIND_S) {
+        // start, a gap (the source was away), or far behind: to the live edge now
+        if (end - start > 0) {
+          v.currentTime = Math.max(start, end - this.targetS);
+          if (this.started) this.jumps++;
+          this.started = true;
+          this.margins = [];
+        }
+      } else if (this.margins.length >= 10 && now - this.margins[0].at > WINDOW_MS * 0.8) {
+        const minM = Math.min(...this.margins.map((x) => x.m));
+        if (minM > this.safetyS + this.slackS) {
+          v.currentTime = t + (minM - this.safetyS);
+          this.jumps++;
+          this.margins = [];
+        }
+      }
+      if (v.paused && this.started) v.play().catch(() => {});
+      if (now - this.lastTrim > 2000 && t - b.start(0) > KEEP_BEHIND_S + 2) {
+        this.lastTrim = now;
+        this.queue.push({ remove: [0, t - KEEP_BEHIND_S] });
+      }
+    }
+    this.pump();
+  }
+
+  // Capture wall-clock time (Unix ms) of the picture at media time t, from the prft boxes.
+  captureAt(t) {
+    let best = null;
+    for (const x of this.times) if (x.t <= t + 1e-6 && (!best || x.t > best.t)) best = x;
+    return best ? best.unixMs + (t - best.t) * 1000 : null;
+  }
+
+  dropped() {
+    const q = this.video.getVideoPlaybackQuality?.();
+    return q ? q.droppedVideoFrames : 0;
+  }
+}
+
+// tfdt of the first traf of a fragment, in its timescale.
+export function firstDts(buf) {
+  const tfdt = find(buf, ['moof', 'traf', 'tfdt']);
+  if (!tfdt) return 0;
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  return buf[tfdt.body] === 1 ? Number(dv.getBigUint64(tfdt.body + 4)) : dv.getUint32(tfdt.body + 4);
+}
