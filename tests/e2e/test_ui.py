@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port
+from conftest import REPO, children, free_port
 
 UI_DIR = REPO / "tests" / "ui"
 HLS_DIR = REPO / "tests" / "hls"
@@ -178,18 +178,22 @@ def test_the_page_plays_in_each_mode(pinhole, record_property, name, query, no_m
     assert not [c for c in r["console"] if c.startswith("pageerror")], r["console"]
 
 
-def test_restarting_pinhole_under_an_open_page_brings_the_picture_back(pinhole, record_property):
+@pytest.mark.parametrize("mode", ["chunked", "webcodecs"])
+def test_restarting_pinhole_under_an_open_page_brings_the_picture_back(pinhole, record_property, mode):
     """The page shows a message while pinhole is away and picks the stream up again by itself
     (no reload) once a new pinhole listens on the same port."""
     port = free_port()
     ph = pinhole(SOURCE, port=port)
     ph.wait_video()
     seconds = 30.0
-    proc = subprocess.Popen(watch_cmd(f"http://127.0.0.1:{port}/?mode=chunked", seconds, "restart"),
+    proc = subprocess.Popen(watch_cmd(f"http://127.0.0.1:{port}/?mode={mode}", seconds, f"restart-{mode}"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(9.0)
         down_ms = time.time() * 1000
+        # the browser (and the crash handlers Chromium re-parents to this subreaper) are ours,
+        # not processes pinhole left behind
+        ph.others = [pid for pid, _, _ in children() if pid != ph.pid]
         ph.stop()
         time.sleep(5.0)
         ph2 = pinhole(SOURCE, port=port)
@@ -202,7 +206,7 @@ def test_restarting_pinhole_under_an_open_page_brings_the_picture_back(pinhole, 
             proc.wait(5)
     assert proc.returncode == 0, err[-2000:]
     r = json.loads(out)
-    (ARTIFACTS / "restart.json").write_text(json.dumps(r, indent=1))
+    (ARTIFACTS / f"restart-{mode}.json").write_text(json.dumps(r, indent=1))
     tl = r["timeline"]
     before = [e for e in tl if e["wall_ms"] < down_ms]
     during = [e for e in tl if down_ms + 3500 < e["wall_ms"] < back_ms]
@@ -213,18 +217,21 @@ def test_restarting_pinhole_under_an_open_page_brings_the_picture_back(pinhole, 
         f"no offline message while pinhole was away: {messages}; {during[-2:]}"
     # picture back: frames advance again, within the 2 s target (+ CI slack) of pinhole's return
     base = after[0]["frames"]
-    resumed = next((e for e in after if e["frames"] >= base + 15), None)
+    resumed = next((e for e in after if e["frames"] >= base + 10), None)
     assert resumed is not None, f"no picture after the restart: {after[-3:]}"
     resume_s = (resumed["wall_ms"] - back_ms) / 1000
     record_property("resume_s", resume_s)
     print(f"picture back {resume_s:.2f} s after pinhole answered again")
     assert resume_s < 5.0, f"picture came back {resume_s:.1f} s after pinhole did"
-    assert after[-1]["frames"] - base >= 0.5 * 30 * (after[-1]["wall_ms"] - back_ms) / 1000 - 60
+    # frames the sampler saw (WebCodecs: band changes per animation frame, about 10 a second)
+    rate = 10 if mode == "webcodecs" else 30
+    assert after[-1]["frames"] - base >= 0.5 * rate * ((after[-1]["wall_ms"] - back_ms) / 1000 - 3), after[-1]
     assert after[-1]["player"]["connections"] >= 2
     assert after[-1]["message"] is None, after[-1]
     assert r["navigations"] == 1, "the page was reloaded"
     lat = pixel_latencies(r, tl[-1]["t_ms"] - 6000)
     assert lat and statistics.median(lat) < 500, f"after the restart the page stays {statistics.median(lat) if lat else None} ms behind"
+    ph2.others = [pid for pid, _, _ in children() if pid != ph2.pid]
     ph2.stop()
 
 

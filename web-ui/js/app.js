@@ -147,14 +147,18 @@ function startCompat() {
     S.submode = 'native HLS';
     video.src = '/hls/stream.m3u8';
     video.play().catch(() => {});
-    // The native player's timeline starts (currentTime 0) at the first segment of the playlist
-    // it loaded: read the same playlist now and take its first PROGRAM-DATE-TIME as that origin.
-    // An estimate (the player may have seen a playlist one segment older or newer): shown as ≈.
+    // The native player's timeline starts (currentTime 0) at the segment where it began
+    // playing: the last one that starts HOLD-BACK or more before the live edge of the playlist
+    // it loaded. Read the same playlist now and take that segment's PROGRAM-DATE-TIME as the
+    // origin. An estimate (the player may have seen a playlist a part older or newer): shown ≈.
     let origin = null;
     const readOrigin = async () => {
       try {
         const r = await fetch('/hls/stream.m3u8', { cache: 'no-store' });
-        origin = parsePlaylist(await r.text()).firstPdt;
+        const pl = parsePlaylist(await r.text());
+        const limit = pl.pdtEnd - (pl.holdBackS ?? 3) * 1000;
+        const before = pl.pdts.filter((t) => t <= limit);
+        origin = before.length ? before[before.length - 1] : pl.firstPdt;
       } catch (e) { noteError(e); }
     };
     readOrigin();

@@ -5,15 +5,17 @@
 // fragments (prft+moof+mdat), so they go into the same MSE player.
 
 export function parsePlaylist(text) {
-  const out = { map: null, parts: [], hint: null, firstPdt: null, pdtEnd: null };
+  const out = { map: null, parts: [], hint: null, firstPdt: null, pdts: [], pdtEnd: null, holdBackS: null };
   let lastPdt = null;
   let sincePdt = 0;
   for (const raw of text.split('\n')) {
     const line = raw.trim();
     if (line.startsWith('#EXT-X-MAP:')) out.map = attr(line, 'URI');
+    else if (line.startsWith('#EXT-X-SERVER-CONTROL:')) out.holdBackS = Number(attr(line, 'HOLD-BACK')) || null;
     else if (line.startsWith('#EXT-X-PROGRAM-DATE-TIME:')) {
       lastPdt = Date.parse(line.slice(25));
       if (out.firstPdt === null && Number.isFinite(lastPdt)) out.firstPdt = lastPdt;
+      if (Number.isFinite(lastPdt)) out.pdts.push(lastPdt);
       sincePdt = 0;
     } else if (line.startsWith('#EXT-X-PART:')) {
       const uri = attr(line, 'URI');

@@ -27,6 +27,7 @@ export class WebCodecsPlayer {
 
   onInit(bytes) {
     const info = parseInit(bytes);
+    this.newest = undefined; // a new connection may bring a new timeline (pinhole restarted)
     const same = this.info && this.info.codec === info.codec && eq(this.info.description, info.description);
     this.info = info;
     if (same && this.decoder && this.decoder.state === 'configured') return;
@@ -68,10 +69,12 @@ export class WebCodecsPlayer {
     }
     for (const s of samples) {
       if (this.needKey && !s.key) { this.dropped++; continue; }
-      // A decoder that fell behind (a slow device): skip to the next IDR instead of lagging.
-      if (this.decoder.decodeQueueSize > 10 && !s.key) { this.needKey = true; this.dropped++; continue; }
+      // A decoder that fell far behind (a slow device): skip to the next IDR instead of lagging.
+      // (A new connection's first burst, up to a GOP, is decoded; only its last frame is drawn.)
+      if (this.decoder.decodeQueueSize > 45 && !s.key) { this.needKey = true; this.dropped++; continue; }
       this.needKey = false;
       const timestamp = Math.round((s.cts * 1e6) / ts);
+      this.newest = Math.max(this.newest ?? -Infinity, timestamp);
       if (prft) {
         this.captures.set(timestamp, prft.unixMs + ((s.dts - prft.mediaTime) * 1000) / ts);
         if (this.captures.size > 120) this.captures.delete(this.captures.keys().next().value);
@@ -91,6 +94,12 @@ export class WebCodecsPlayer {
   }
 
   draw(frame) {
+    // A frame already superseded by more than a fragment (a burst after connecting): not drawn.
+    if (this.newest !== undefined && frame.timestamp < this.newest - 150000) {
+      frame.close();
+      this.skipped = (this.skipped || 0) + 1;
+      return;
+    }
     const w = frame.displayWidth, h = frame.displayHeight;
     if (this.canvas.width !== w || this.canvas.height !== h) {
       this.canvas.width = w;
