@@ -41,7 +41,7 @@ def _requirements() -> str:
     return node
 
 
-def watch_cmd(url: str, seconds: float, name: str, no_mse: bool = False) -> list[str]:
+def watch_cmd(url: str, seconds: float, name: str, no_mse: bool = False, hold_get: bool = False) -> list[str]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # Chromium at a lower priority: on two cores its start-up would otherwise starve testsrc's
     # encoder (see test_hls_browser.py).
@@ -49,11 +49,13 @@ def watch_cmd(url: str, seconds: float, name: str, no_mse: bool = False) -> list
            "--chromium", CHROMIUM, "--screenshot", str(ARTIFACTS / f"{name}.png")]
     if no_mse:
         cmd.append("--no-mse")
+    if hold_get:
+        cmd.append("--hold-get")
     return cmd
 
 
-def watch(url: str, seconds: float, name: str, no_mse: bool = False) -> dict:
-    p = subprocess.run(watch_cmd(url, seconds, name, no_mse), capture_output=True, text=True, timeout=seconds + 90)
+def watch(url: str, seconds: float, name: str, no_mse: bool = False, hold_get: bool = False) -> dict:
+    p = subprocess.run(watch_cmd(url, seconds, name, no_mse, hold_get), capture_output=True, text=True, timeout=seconds + 90)
     assert p.returncode == 0, f"watch.mjs exit {p.returncode}: {p.stderr[-2000:]}"
     report = json.loads(p.stdout)
     (ARTIFACTS / f"{name}.json").write_text(json.dumps(report, indent=1))
@@ -160,6 +162,9 @@ def test_the_page_plays_in_each_mode(pinhole, record_property, name, query, no_m
         times = [e["current_time"] for e in r["timeline"] if e["t_ms"] >= warmup * 1000]
         assert times[-1] - times[0] >= 0.8 * (seconds - warmup - 2), f"currentTime did not advance: {times}"
     assert r["luma"]["mean"] > 20 and r["luma"]["std"] > 10, f"the frame on screen looks black: {r['luma']}"
+    snap = r["snapshot"]
+    assert snap and snap["head"] == "data:image/png;base64," and (snap["w"], snap["h"]) == (640, 360), snap
+    assert snap["png_bytes"] > 5000, f"snapshot PNG suspiciously small: {snap}"
     assert 0 < statistics.median(lat) <= budget_ms, context
     m = LATENCY_RE.search(last["stats"] or "")
     assert m, f"no latency figure in the status line: {last['stats']!r}"
@@ -176,6 +181,23 @@ def test_the_page_plays_in_each_mode(pinhole, record_property, name, query, no_m
     fatal = [e for e in r["player_errors"] if not e.startswith(tolerated + ("stream ", "HTTP", "no playlist"))]
     assert not fatal, context
     assert not [c for c in r["console"] if c.startswith("pageerror")], r["console"]
+
+
+def test_a_held_back_get_stream_falls_back_to_post(pinhole, record_property):
+    """A tunnel that holds back GET streams (cloudflared #1449), played by intercepting the
+    page's GETs of /api/video/cmaf: the player tries POST after a few seconds and plays."""
+    ph = pinhole(SOURCE)
+    ph.wait_video()
+    seconds = 14.0
+    r = watch(f"http://127.0.0.1:{ph.port}/?mode=chunked", seconds, "post-fallback", hold_get=True)
+    last = r["timeline"][-1]
+    assert r["held_gets"] >= 1, "the page never tried GET"
+    assert last["player"]["method"] == "POST", last
+    assert last["player"]["mode"] == "chunked", f"auto-switched away from chunked: {last}"
+    lat = pixel_latencies(r, 8000)
+    assert len(lat) >= 0.6 * 30 * (seconds - 9), f"{len(lat)} frames read after POST started: {last}"
+    assert statistics.median(lat) <= 400, statistics.median(lat)
+    record_property("post_first_frame_ms", r["first_frame_ms"])
 
 
 @pytest.mark.parametrize("mode", ["chunked", "webcodecs"])

@@ -12,6 +12,8 @@
 // WebCodecs canvas, every animation frame whose band changed. Latency = display time − capture
 // time; both are this machine's clock, as pinhole runs on the same machine.
 //
+// --hold-get holds every GET of /api/video/cmaf unanswered, as a tunnel that buffers GET
+// streams does (cloudflared #1449); POST goes through.
 // --no-mse deletes window.MediaSource, ManagedMediaSource and WebKitMediaSource before the page
 // runs (compatibility mode). Timeline entries every --timeline-ms: the player's state
 // (window.pinhole) and the sampler's counters. The report ends with the mean and standard
@@ -41,6 +43,7 @@ function parseArgs(argv) {
     else if (k === '--screenshot') { o.screenshot = v; i++; }
     else if (k === '--timeline-ms') { o.timelineMs = Number(v); i++; }
     else if (k === '--no-mse') { o.noMse = true; }
+    else if (k === '--hold-get') { o.holdGet = true; }
     else { throw new Error(`unknown argument ${k}`); }
   }
   if (!o.url) throw new Error('--url is required');
@@ -179,6 +182,13 @@ async function main() {
     let navigations = 0;
     page.on('framenavigated', (f) => { if (f === page.mainFrame()) navigations++; });
     await page.addInitScript(sampler, opts.noMse);
+    let heldGets = 0;
+    if (opts.holdGet) {
+      await page.route('**/api/video/cmaf', (route) => {
+        if (route.request().method() === 'GET') { heldGets++; return; } // never answered
+        route.continue();
+      });
+    }
     await page.goto(opts.url);
     const timeline = [];
     const t0 = Date.now();
@@ -211,12 +221,19 @@ async function main() {
       luma: window.__watch.luma(),
       player_errors: window.pinhole ? window.pinhole.errors : [],
       player_first_frame_ms: window.pinhole ? window.pinhole.firstFrameMs : null,
+      // the UI's snapshot (the PNG its button downloads): its size and its first bytes
+      snapshot: (() => {
+        const c = window.pinhole && window.pinhole.snapshot ? window.pinhole.snapshot() : null;
+        if (!c) return null;
+        const url = c.toDataURL('image/png');
+        return { w: c.width, h: c.height, png_bytes: Math.floor((url.length - 22) * 3 / 4), head: url.slice(0, 22) };
+      })(),
       clock_offset_ms: window.pinhole && window.pinhole.clock ? window.pinhole.clock.offsetMs : null,
       user_agent: navigator.userAgent,
       secure: window.isSecureContext,
     }));
     if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
-    process.stdout.write(`${JSON.stringify({ url: opts.url, navigations, timeline, console: consoleLines, ...end })}\n`);
+    process.stdout.write(`${JSON.stringify({ url: opts.url, navigations, held_gets: heldGets, timeline, console: consoleLines, ...end })}\n`);
   } finally {
     await context.close();
     rmSync(dataDir, { recursive: true, force: true });

@@ -19,9 +19,9 @@ export class MsePlayer {
   constructor(video, opts = {}) {
     this.video = video;
     this.opts = opts;
-    this.targetS = (opts.lagMs ?? 120) / 1000;
-    this.safetyS = (opts.safetyMs ?? 40) / 1000;
-    this.slackS = (opts.slackMs ?? 60) / 1000;
+    this.targetS = (opts.lagMs ?? 90) / 1000;
+    this.safetyS = (opts.safetyMs ?? 20) / 1000;
+    this.slackS = (opts.slackMs ?? 35) / 1000;
     this.ms = null;
     this.sb = null;
     this.queue = [];
