@@ -22,10 +22,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log.as_deref());
-    // Two workers are plenty: the work per fragment is tiny, and a Pi has four cores to share
-    // with the encoder and cloudflared.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every connection: the work per fragment is tiny, and a Pi has four cores
+    // to share with the encoder and cloudflared. Waking viewers then needs no hand-over between
+    // workers, which measured cheaper than two workers. The sources that block (the exec pipe
+    // reader, the test encoder) have threads of their own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
