@@ -197,6 +197,16 @@ pub fn framed_media_fragment(spec: &FragmentSpec, sample_data: &[Bytes]) -> Byte
     })
 }
 
+/// The media fragment as one framed record, with each sample given as its NAL units (no start
+/// codes): they are written in AVCC form (4-byte big-endian lengths) straight into the `mdat`.
+/// The same bytes as [`framed_media_fragment`] over the samples made with
+/// [`to_avcc`](crate::h264::to_avcc), without building those samples first.
+pub fn framed_media_fragment_from_nals(spec: &FragmentSpec, sample_nals: &[Vec<Bytes>]) -> Bytes {
+    framed(fragment_capacity(spec, sample_nals), |out| {
+        write_media_fragment(out, spec, sample_nals)
+    })
+}
+
 /// Frames an arbitrary payload as `[u32 BE length][payload]` (a copy; the `framed_*` functions
 /// avoid it for the boxes written here). An empty payload gives the 4-byte heartbeat record.
 pub fn frame_record(payload: &[u8]) -> Bytes {
@@ -500,17 +510,46 @@ fn clamp_u16(v: u32) -> u16 {
 // ---------------------------------------------------------------------------------------------
 // Media fragment.
 
-fn fragment_capacity(spec: &FragmentSpec, sample_data: &[Bytes]) -> usize {
-    let data: usize = sample_data.iter().map(Bytes::len).sum();
+/// The bytes of one sample in the `mdat`.
+trait SampleData {
+    fn sample_len(&self) -> usize;
+    fn write_sample(&self, out: &mut Vec<u8>);
+}
+
+/// A sample already in AVCC form.
+impl SampleData for Bytes {
+    fn sample_len(&self) -> usize {
+        self.len()
+    }
+    fn write_sample(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+}
+
+/// A sample as its NAL units, written with 4-byte lengths (as `h264::to_avcc` does).
+impl SampleData for Vec<Bytes> {
+    fn sample_len(&self) -> usize {
+        self.iter().map(|n| 4 + n.len()).sum()
+    }
+    fn write_sample(&self, out: &mut Vec<u8>) {
+        for nal in self {
+            out.put_u32(u32::try_from(nal.len()).unwrap_or(u32::MAX));
+            out.extend_from_slice(nal);
+        }
+    }
+}
+
+fn fragment_capacity<D: SampleData>(spec: &FragmentSpec, sample_data: &[D]) -> usize {
+    let data: usize = sample_data.iter().map(SampleData::sample_len).sum();
     200 + 16 * spec.samples.len() + data
 }
 
-fn write_media_fragment(out: &mut Vec<u8>, spec: &FragmentSpec, sample_data: &[Bytes]) {
+fn write_media_fragment<D: SampleData>(out: &mut Vec<u8>, spec: &FragmentSpec, sample_data: &[D]) {
     let count = spec.samples.len().min(sample_data.len());
     let samples = spec.samples.get(..count).unwrap_or(&[]);
     let data = sample_data.get(..count).unwrap_or(&[]);
     let any_cts = samples.iter().any(|s| s.composition_offset != 0);
-    let mdat_payload: u64 = data.iter().map(|d| d.len() as u64).sum();
+    let mdat_payload: u64 = data.iter().map(|d| d.sample_len() as u64).sum();
     // A compact mdat header is 8 bytes; one over 4 GiB needs size = 1 + a 64-bit largesize.
     let mdat_header_len: u64 = if mdat_payload + 8 <= u64::from(u32::MAX) {
         8
@@ -557,7 +596,7 @@ fn write_media_fragment(out: &mut Vec<u8>, spec: &FragmentSpec, sample_data: &[B
                 out.put_u32(0); // data_offset, patched once the moof size is known
                 for (info, bytes) in samples.iter().zip(data) {
                     out.put_u32(info.duration);
-                    out.put_u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+                    out.put_u32(u32::try_from(bytes.sample_len()).unwrap_or(u32::MAX));
                     out.put_u32(info.flags());
                     if any_cts {
                         out.put_u32(info.composition_offset as u32); // two's complement
@@ -583,7 +622,7 @@ fn write_media_fragment(out: &mut Vec<u8>, spec: &FragmentSpec, sample_data: &[B
         out.put_u64(mdat_payload + 16);
     }
     for d in data {
-        out.extend_from_slice(d);
+        d.write_sample(out);
     }
 }
 
@@ -833,5 +872,45 @@ mod tests {
         assert_eq!(&framed[4..], media_fragment(&s, &data).as_slice());
         assert_eq!(frame_record(b""), Bytes::from_static(&[0, 0, 0, 0]));
         assert_eq!(frame_record(b"ab"), Bytes::from_static(b"\0\0\0\x02ab"));
+    }
+
+    #[test]
+    fn fragments_from_nal_units_are_the_bytes_of_fragments_from_avcc_samples() {
+        let s = |is_sync, composition_offset| SampleInfo {
+            duration: 3003,
+            is_sync,
+            composition_offset,
+        };
+        let big = Bytes::from((0..70_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        let nals = vec![
+            vec![
+                Bytes::from_static(b"\x06\x05\x01\xaa\x80"),
+                big.clone(),
+                big.slice(9..),
+            ],
+            vec![Bytes::from_static(b"\x41\x9a")],
+            vec![],
+            vec![big.slice(..1), Bytes::from_static(b"\x01\x02\x03")],
+        ];
+        for cts in [0, -3003] {
+            let spec = spec(vec![s(true, 0), s(false, cts), s(false, 0), s(false, 0)]);
+            let avcc: Vec<Bytes> = nals
+                .iter()
+                .map(|n| Bytes::from(crate::h264::to_avcc(n)))
+                .collect();
+            assert_eq!(
+                framed_media_fragment_from_nals(&spec, &nals),
+                framed_media_fragment(&spec, &avcc)
+            );
+            // Fewer sample descriptions than samples: the same common prefix is written.
+            let short = FragmentSpec {
+                samples: spec.samples[..2].to_vec(),
+                ..spec.clone()
+            };
+            assert_eq!(
+                framed_media_fragment_from_nals(&short, &nals),
+                framed_media_fragment(&short, &avcc)
+            );
+        }
     }
 }

@@ -308,7 +308,8 @@ struct Pending {
     capture_unix_us: u64,
     init_generation: u32,
     samples: Vec<SampleInfo>,
-    data: Vec<Bytes>,
+    /// Each sample's NAL units (no start codes), parameter sets and AUDs left out.
+    data: Vec<Vec<Bytes>>,
 }
 
 /// The state machine described in the [module docs](self).
@@ -361,7 +362,7 @@ impl Segmenter {
     }
 
     /// Takes one frame; returns the outputs it completes, in order. On `Err` nothing changed.
-    pub fn push(&mut self, frame: Frame) -> Result<Vec<Output>, SegmentError> {
+    pub fn push(&mut self, mut frame: Frame) -> Result<Vec<Output>, SegmentError> {
         // Everything that can fail comes first; the state is only touched once nothing can.
         if frame.duration_90k == 0 {
             return Err(SegmentError::ZeroDuration {
@@ -379,23 +380,34 @@ impl Segmenter {
 
         let mut au_sps = Vec::new();
         let mut au_pps = Vec::new();
-        let mut slices = Vec::new();
-        for nal in frame.au.nals.iter().filter(|n| !n.is_empty()) {
+        for nal in &frame.au.nals {
             match h264::nal_type(nal) {
-                nal_type::SPS => au_sps.push(nal.clone()),
-                nal_type::PPS => au_pps.push(nal.clone()),
-                nal_type::AUD => {}
-                _ => slices.push(nal),
+                nal_type::SPS if !nal.is_empty() => au_sps.push(nal.clone()),
+                nal_type::PPS if !nal.is_empty() => au_pps.push(nal.clone()),
+                _ => {}
             }
         }
+        // The sample: the AU's other NAL units, kept as they are (shared, not copied) until the
+        // part is written, where they go into the mdat in AVCC form.
+        let mut sample = std::mem::take(&mut frame.au.nals);
+        sample.retain(|n| {
+            !n.is_empty()
+                && !matches!(
+                    h264::nal_type(n),
+                    nal_type::SPS | nal_type::PPS | nal_type::AUD
+                )
+        });
         // Most access units carry no parameter sets: keep the current ones without copying.
         let new_params = (!au_sps.is_empty() || !au_pps.is_empty())
             .then(|| self.params.updated_with(au_sps, au_pps));
         let params = new_params.as_ref().unwrap_or(&self.params);
-        let sample = to_avcc(&slices).ok_or(SegmentError::SampleTooLarge {
-            dts_90k: frame.dts_90k,
-            len: slices.iter().map(|n| n.len() + 4).sum(),
-        })?;
+        let sample_len: usize = sample.iter().map(|n| n.len() + 4).sum();
+        if u32::try_from(sample_len).is_err() {
+            return Err(SegmentError::SampleTooLarge {
+                dts_90k: frame.dts_90k,
+                len: sample_len,
+            });
+        }
         let b_slices_seen = self.b_slices_seen || frame.au.has_b_slices;
         let mut stats = self.stats;
         stats.frames_with_b_slices += u64::from(frame.au.has_b_slices);
@@ -541,7 +553,7 @@ impl Segmenter {
             capture_unix_us: pending.capture_unix_us,
             samples: pending.samples,
         };
-        let framed = fmp4::framed_media_fragment(&spec, &pending.data);
+        let framed = fmp4::framed_media_fragment_from_nals(&spec, &pending.data);
         Some(Output::Part(Arc::new(Part {
             framed,
             sequence,
@@ -565,14 +577,6 @@ fn check_avcc_limits(kind: &'static str, sets: &[Bytes], max: usize) -> Result<(
         });
     }
     Ok(())
-}
-
-/// The NAL units as one AVCC sample (4-byte big-endian lengths); `None` if the sample, and so
-/// possibly a NAL unit's length, does not fit 32 bits.
-fn to_avcc(nals: &[&Bytes]) -> Option<Bytes> {
-    let total: usize = nals.iter().map(|n| n.len() + 4).sum();
-    u32::try_from(total).ok()?;
-    Some(Bytes::from(h264::to_avcc(nals)))
 }
 
 #[cfg(test)]
