@@ -66,10 +66,11 @@ export class LlHlsFollower {
   }
 
   async get(path, binary) {
-    this.ctrl = new AbortController();
-    const timer = setTimeout(() => this.ctrl.abort(), 8000);
+    const ctrl = new AbortController();
+    this.ctrl = ctrl;
+    const timer = setTimeout(() => ctrl.abort(), 8000);
     try {
-      const r = await fetch(this.base + path, { cache: 'no-store', signal: this.ctrl.signal });
+      const r = await fetch(this.base + path, { cache: 'no-store', signal: ctrl.signal });
       if (r.status === 404) return null;
       if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
       if (!binary) return await r.text();
@@ -122,10 +123,10 @@ export class LlHlsFollower {
       } else {
         todo = pl.parts.filter((p) => after(p, last));
       }
-      for (const p of todo) {
-        const b = await this.get(p.uri, true);
-        if (b) { this.h.onFragment(b); last = p; }
-      }
+      // all at once (a start from the newest independent part needs up to a segment of them),
+      // appended in order
+      const got = await Promise.all(todo.map((p) => this.get(p.uri, true)));
+      todo.forEach((p, i) => { if (got[i]) { this.h.onFragment(got[i]); last = p; } });
       if (last === null) { query = ''; await new Promise((r) => setTimeout(r, 100)); continue; }
       if (pl.hint && after(pl.hint, last)) {
         const b = await this.get(pl.hint.uri, true); // held by the server until the part is cut
