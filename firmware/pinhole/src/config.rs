@@ -38,7 +38,9 @@ ENDPOINTS:
   GET  /                  the player
   GET|POST /api/video/cmaf  live stream: [u32 BE length][payload] records, init segment first,
                           then moof+mdat fragments; a zero-length record is a heartbeat
-  GET  /api/status        JSON status;  GET /metrics  Prometheus text";
+  GET  /hls/index.m3u8    LL-HLS multivariant playlist (stream.m3u8: the media playlist,
+                          with blocking reload; parts and segments cut from the same fragments)
+  GET  /api/status        JSON status;  GET /metrics  Prometheus text;  GET /api/time  clock";
 
 /// pinhole: a low-latency camera streamer. H.264 in, chunked CMAF and LL-HLS out.
 #[derive(Debug, Parser)]
