@@ -22,6 +22,8 @@ pub mod h264;
 pub mod hls;
 pub mod segmenter;
 pub mod sps;
+#[cfg(test)]
+mod test_fixtures;
 
 /// The media timescale used everywhere in pinhole: 90 kHz, as RTP and MPEG-TS use.
 pub const TIMESCALE_90K: u32 = 90_000;

@@ -584,12 +584,7 @@ fn check_avcc_limits(kind: &'static str, sets: &[Bytes], max: usize) -> Result<(
 mod tests {
     use super::*;
 
-    /// x264 (High 3.1, 1280x720, VUI already says max_num_reorder_frames = 0).
-    const SPS_X264: &[u8] = &[
-        0x67, 0x64, 0x00, 0x1f, 0xac, 0xb4, 0x02, 0x80, 0x2d, 0xd8, 0x08, 0x80, 0x00, 0x00, 0x03,
-        0x00, 0x80, 0x00, 0x00, 0x1e, 0x47, 0x8c, 0x19, 0x50,
-    ];
-    const PPS_X264: &[u8] = &[0x68, 0xef, 0x0f, 0xcb];
+    use crate::test_fixtures::{X264_HIGH_720P_PPS as PPS_X264, X264_HIGH_720P_SPS as SPS_X264};
     /// Hand-built Constrained Baseline 3.1 1280x720 SPS without VUI (checked with ffmpeg's
     /// trace_headers): what many hardware encoders send, and what `rewrite_low_delay` rewrites.
     const SPS_NO_VUI: &[u8] = &[0x67, 0x42, 0xc0, 0x1f, 0xda, 0x01, 0x40, 0x16, 0xe4];
