@@ -355,10 +355,6 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    pub fn id(&self) -> u64 {
-        self.shared.id
-    }
-
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
