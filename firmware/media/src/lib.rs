@@ -16,10 +16,12 @@
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod annexb;
+pub mod avcc;
 pub mod bits;
 pub mod fmp4;
 pub mod h264;
 pub mod hls;
+pub mod rtp_timeline;
 pub mod segmenter;
 pub mod sps;
 #[cfg(test)]
