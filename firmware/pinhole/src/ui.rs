@@ -75,6 +75,7 @@ macro_rules! embed {
 /// (the test `every_web_ui_file_is_embedded` fails until it is).
 pub static FILES: &[File] = embed![
     "index.html",
+    "login.html",
     "style.css",
     "js/app.js",
     "js/mp4.js",
