@@ -1,6 +1,7 @@
 """The web UI (web-ui/, embedded in the binary): its files over HTTP, and the player in headless
 Chromium in each mode — chunked CMAF into MSE, WebCodecs onto a canvas, compatibility mode (the
-LL-HLS part follower, and the browser's native HLS when MSE is removed from the page) — plus a
+LL-HLS part follower, and the browser's native HLS when MSE is removed from the page) — a
+resolution change mid-stream (in-band init segment) under an open page, plus a
 pinhole restart under an open page and a page left open for minutes.
 
 The browser side is tests/ui/watch.mjs (playwright-core from tests/hls/node_modules, Debian's
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, children, free_port
+from conftest import REPO, children, ffmpeg_exec, free_port
 
 UI_DIR = REPO / "tests" / "ui"
 HLS_DIR = REPO / "tests" / "hls"
@@ -198,6 +199,38 @@ def test_a_held_back_get_stream_falls_back_to_post(pinhole, record_property):
     assert len(lat) >= 0.6 * 30 * (seconds - 9), f"{len(lat)} frames read after POST started: {last}"
     assert statistics.median(lat) <= 400, statistics.median(lat)
     record_property("post_first_frame_ms", r["first_frame_ms"])
+
+
+@pytest.mark.parametrize("mode", ["chunked", "webcodecs"])
+def test_a_resolution_change_mid_stream_keeps_the_page_playing(pinhole, record_property, mode):
+    """The camera changes resolution mid-stream (an exec: source that runs ffmpeg at 640x360,
+    then at 960x540): pinhole sends a new init segment in-band and the open page switches to
+    the new size on the same connection, without a reload, and keeps presenting frames."""
+    first = ffmpeg_exec("640x360").replace("-f lavfi", "-t 8 -f lavfi")
+    ph = pinhole("exec:" + first + "; " + ffmpeg_exec("960x540"))
+    ph.wait_video()
+    seconds = 20.0
+    r = watch(f"http://127.0.0.1:{ph.port}/?mode={mode}", seconds, f"resolution-change-{mode}")
+    tl = r["timeline"]
+    sizes = [tuple(e["size"] or (0, 0)) for e in tl]
+    context = f"sizes {sorted(set(sizes))}; player {tl[-1]['player']}; errors {r['player_errors'][:5]}; console {r['console'][-6:]}"
+    assert (640, 360) in sizes, context
+    assert sizes[-1] == (960, 540), context
+    switched = next(i for i, s in enumerate(sizes) if s == (960, 540))
+    # frames keep arriving after the switch, for most of the time left
+    after = tl[switched:]
+    assert len(after) >= 4, context
+    # the player's own count of pictures shown (the pixel sampler needs testsrc's band)
+    frames_after = after[-1]["player"]["frames"] - after[0]["player"]["frames"]
+    span_s = (after[-1]["t_ms"] - after[0]["t_ms"]) / 1000
+    record_property("frames_per_s_after_switch", round(frames_after / max(span_s, 0.001), 1))
+    assert frames_after >= 0.6 * 30 * span_s, f"{frames_after} frames in {span_s:.1f} s after the switch; {context}"
+    assert r["navigations"] == 1, context
+    assert tl[-1]["player"]["mode"] == mode, context
+    assert tl[-1]["player"]["connections"] == 1, f"the page reconnected: {context}"
+    assert not [c for c in r["console"] if c.startswith("pageerror")], r["console"]
+    st = ph.status()
+    assert (st.get("video") or {}).get("width") == 960, st
 
 
 @pytest.mark.parametrize("mode", ["chunked", "webcodecs"])

@@ -204,6 +204,12 @@ async function main() {
           frames: W.frames,
           samples: W.samples.length,
           current_time: v ? v.currentTime : null,
+          // what is on screen: the <video>'s decoded size, or the WebCodecs canvas's
+          size: (() => {
+            const c = document.getElementById('canvas');
+            if (c && !c.hidden && c.width) return [c.width, c.height];
+            return v ? [v.videoWidth, v.videoHeight] : null;
+          })(),
           player: p ? {
             mode: p.mode, submode: p.submode, frames: p.frames, latency_ms: p.latencyMs,
             connections: p.connections, offline: p.offline, jumps: p.jumps, dropped: p.dropped, method: p.method,
