@@ -278,11 +278,18 @@ async fn session(
     pipeline: SharedPipeline,
     status: Arc<Status>,
 ) -> Result<(), SourceError> {
+    // retina's errors end in a context paragraph (connection, time, packet position): logged
+    // at debug level, left out of the one-line error so the same problem reads the same.
     let fail = |what: &str, e: &dyn fmt::Display| {
+        let text = super::redact_credentials(&e.to_string());
+        let (head, context) = text.split_once("\n\n").unwrap_or((&text, ""));
+        if !context.is_empty() {
+            tracing::debug!(source = "rtsp", context = %one_line(context), "{what} failed");
+        }
         SourceError::Failed(format!(
             "rtsp: {what} {}: {}",
             spec.host_port(),
-            one_line(&super::redact_credentials(&e.to_string()))
+            one_line(head)
         ))
     };
     let setup =
