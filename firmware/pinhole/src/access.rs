@@ -762,7 +762,7 @@ mod tests {
     }
 
     const NOW: f64 = 1_700_000_000.0;
-    const HEADER: &str = r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#;
+    const HEADER_JSON: &str = r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#;
 
     fn claims(iss: &str, aud: &str, exp: f64, nbf: f64) -> String {
         format!(r#"{{"iss":"{iss}","aud":{aud},"exp":{exp},"nbf":{nbf},"sub":"x","email":"a@b"}}"#)
@@ -781,13 +781,13 @@ mod tests {
         let iss = "https://myteam.cloudflareaccess.com";
         let t = sign(
             &kp,
-            HEADER,
+            HEADER_JSON,
             &claims(iss, r#"["other","aud-tag-1"]"#, NOW + 60.0, NOW - 1.0),
         );
         assert_eq!(check(&t), Ok(()));
         let t = sign(
             &kp,
-            HEADER,
+            HEADER_JSON,
             &claims(iss, r#""aud-tag-1""#, NOW + 60.0, NOW - 1.0),
         );
         assert_eq!(check(&t), Ok(()));
@@ -826,13 +826,13 @@ mod tests {
             ),
         ];
         for (c, want) in cases {
-            assert_eq!(check(&sign(&kp, HEADER, &c)), Err(want), "{c}");
+            assert_eq!(check(&sign(&kp, HEADER_JSON, &c)), Err(want), "{c}");
         }
         // Within the leeway: fine.
         assert_eq!(
             check(&sign(
                 &kp,
-                HEADER,
+                HEADER_JSON,
                 &claims(iss, aud, NOW - 59.0, NOW + 59.0)
             )),
             Ok(())
@@ -872,7 +872,11 @@ mod tests {
     fn a_tampered_payload_or_another_key_fails_the_signature() {
         let kp = keypair();
         let iss = "https://myteam.cloudflareaccess.com";
-        let t = sign(&kp, HEADER, &claims(iss, r#""aud-tag-1""#, NOW + 60.0, NOW));
+        let t = sign(
+            &kp,
+            HEADER_JSON,
+            &claims(iss, r#""aud-tag-1""#, NOW + 60.0, NOW),
+        );
         let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
         parts[1] = enc(claims(iss, r#""aud-tag-1""#, NOW + 6000.0, NOW).as_bytes());
         assert_eq!(check(&parts.join(".")), Err(Rejection::Signature));
@@ -953,5 +957,113 @@ mod tests {
             let e = AccessConfig::new("t", "x", Some(bad), DEFAULT_LEEWAY).unwrap_err();
             assert!(e.contains("certs_url"), "{e}");
         }
+    }
+
+    /// The key set over real HTTPS: a rustls server on 127.0.0.1 with a certificate made by
+    /// `tls.rs`, trusted as the only root. Then a token passes `Access::check`, and a token naming
+    /// an unknown key makes one more fetch.
+    #[tokio::test]
+    async fn the_key_set_is_fetched_over_https_and_refetched_for_an_unknown_key() {
+        use hyper::service::service_fn;
+        use std::sync::atomic::AtomicUsize;
+
+        let dir = std::env::temp_dir().join(format!("pinhole-jwks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let loaded = crate::tls::load(
+            &crate::tls::CertSource::Generated {
+                state_dir: dir.clone(),
+            },
+            &[],
+        )
+        .unwrap();
+        let kp = keypair();
+        let k = public(&kp);
+        let doc = format!(
+            r#"{{"keys":[{{"kid":"k1","kty":"RSA","alg":"RS256","use":"sig","e":"{}","n":"{}"}}]}}"#,
+            enc(&k.e),
+            enc(&k.n)
+        );
+        let hits = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(loaded.config.clone());
+        let server_hits = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let tls = acceptor.accept(tcp).await.unwrap();
+                let doc = doc.clone();
+                let hits = server_hits.clone();
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    assert_eq!(req.uri().path(), "/cdn-cgi/access/certs");
+                    let body = http_body_util::Full::new(Bytes::from(doc.clone()));
+                    async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc),
+                );
+            }
+        });
+
+        let pem = std::fs::read(dir.join(crate::tls::GENERATED_CERT)).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject as _;
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let url = format!("https://localhost:{port}/cdn-cgi/access/certs");
+        let cfg = AccessConfig::new("myteam", "aud-tag-1", Some(&url), DEFAULT_LEEWAY).unwrap();
+        let access = Access::with_roots(cfg, roots).unwrap();
+        assert_eq!(access.refresh().await, Ok(1));
+
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let iss = "https://myteam.cloudflareaccess.com";
+        let c = claims(iss, r#""aud-tag-1""#, now + 60.0, now - 1.0);
+        let mut h = HeaderMap::new();
+        h.insert(HEADER, sign(&kp, HEADER_JSON, &c).parse().unwrap());
+        assert_eq!(access.check(&h).await, Ok(()));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let unknown = HEADER_JSON.replace("k1", "k9");
+        h.insert(HEADER, sign(&kp, &unknown, &c).parse().unwrap());
+        assert_eq!(access.check(&h).await, Err(Rejection::UnknownKey));
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "an unknown key id fetches the set again"
+        );
+        h.remove(HEADER);
+        assert_eq!(access.check(&h).await, Err(Rejection::Missing));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_webpki_roots_refuse_a_self_signed_key_server() {
+        let dir = std::env::temp_dir().join(format!("pinhole-jwks2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let loaded = crate::tls::load(
+            &crate::tls::CertSource::Generated {
+                state_dir: dir.clone(),
+            },
+            &[],
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = tokio_rustls::TlsAcceptor::from(loaded.config);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(tcp).await;
+        });
+        let url = format!("https://localhost:{port}/cdn-cgi/access/certs");
+        let cfg = AccessConfig::new("myteam", "aud-tag-1", Some(&url), DEFAULT_LEEWAY).unwrap();
+        let access = Access::new(cfg).unwrap();
+        let e = access.refresh().await.unwrap_err();
+        assert!(e.contains("TLS") && e.contains(&url), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

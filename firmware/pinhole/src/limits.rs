@@ -29,8 +29,9 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections per listener; more wait in the kernel's backlog.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Open connections per client on a LAN listener; more are closed at once. A browser opens six
-/// per origin, an LL-HLS player a few more for held requests. (The tunnel listener has one
-/// client, cloudflared, so only the total applies there.)
+/// per origin, an LL-HLS player a few more for held requests. The device itself (127.0.0.1,
+/// ::1) is exempt: a reverse proxy on it funnels every viewer through that one address. (The
+/// tunnel listener has one client, cloudflared, so only the total applies there.)
 pub const MAX_CONNECTIONS_PER_CLIENT: u32 = 32;
 /// How many clients a [`Buckets`] map remembers before it forgets full (idle) ones.
 const MAX_TRACKED_CLIENTS: usize = 4096;
@@ -200,8 +201,12 @@ impl PerClient {
     }
 
     /// A slot for one more connection from `ip`, or `None` if it has `max` open already.
+    /// 127.0.0.1 and ::1 (the device itself) always get one, uncounted.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
         let key = ClientKey::of(ip);
+        if is_this_host(ip) {
+            return Some(ConnGuard { owner: None, key });
+        }
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let n = open.entry(key).or_insert(0);
         if *n >= self.max {
@@ -209,7 +214,7 @@ impl PerClient {
         }
         *n += 1;
         Some(ConnGuard {
-            owner: self.clone(),
+            owner: Some(self.clone()),
             key,
         })
     }
@@ -220,19 +225,27 @@ impl PerClient {
     }
 }
 
+/// 127.0.0.1 or ::1 (also as an IPv4-mapped address); not the rest of 127.0.0.0/8.
+fn is_this_host(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => {
+            v6 == std::net::Ipv6Addr::LOCALHOST
+                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ConnGuard {
-    owner: Arc<PerClient>,
+    owner: Option<Arc<PerClient>>,
     key: ClientKey,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let mut open = self
-            .owner
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let Some(owner) = &self.owner else { return };
+        let mut open = owner.open.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = open.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -326,5 +339,15 @@ mod tests {
         drop(g1);
         assert_eq!(pc.open(ip), 1);
         assert!(pc.admit(ip).is_some());
+        // The device itself (a reverse proxy on it) is not limited; the rest of 127/8 is.
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..10).map(|_| pc.admit(local).unwrap()).collect();
+        assert_eq!(pc.open(local), 0);
+        drop(held);
+        let other_loopback: IpAddr = "127.0.0.2".parse().unwrap();
+        let _a = pc.admit(other_loopback).unwrap();
+        let _b = pc.admit(other_loopback).unwrap();
+        assert!(pc.admit(other_loopback).is_none());
+        assert!(pc.admit("::1".parse().unwrap()).is_some());
     }
 }
