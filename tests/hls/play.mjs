@@ -21,11 +21,10 @@
 // caller judges the report. Exit 2 on bad arguments or when the browser cannot start.
 
 import { createServer } from 'node:http';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launch, readTimeBand } from './browser.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -65,30 +64,9 @@ const url = params.get('url');
 const player = params.get('player');
 let hls = null;
 
+${readTimeBand.toString()}
 function readBand() {
-  const w = video.videoWidth, h = video.videoHeight;
-  if (!w || !h) return null;
-  const rows = Math.floor(h / 24) & ~1;
-  if (rows < 2) return null;
-  if (canvas.width !== w || canvas.height !== rows) { canvas.width = w; canvas.height = rows; }
-  ctx.drawImage(video, 0, 0, w, rows, 0, 0, w, rows);
-  const img = ctx.getImageData(0, 0, w, rows).data;
-  const y0 = Math.floor(rows / 4), y1 = Math.max(y0 + 1, Math.floor(3 * rows / 4));
-  let value = 0n;
-  for (let i = 0; i < 48; i++) {
-    const x0 = Math.floor((i + 0.25) * w / 48);
-    const x1 = Math.max(x0 + 1, Math.floor((i + 0.75) * w / 48));
-    let total = 0, n = 0;
-    for (let y = y0; y < y1; y++) {
-      for (let x = x0; x < x1; x++) {
-        const p = (y * w + x) * 4;
-        total += 0.299 * img[p] + 0.587 * img[p + 1] + 0.114 * img[p + 2];
-        n++;
-      }
-    }
-    value = (value << 1n) | (total / n >= 128 ? 1n : 0n);
-  }
-  return Number(value);
+  return video.videoWidth && video.videoHeight ? readTimeBand(ctx, video, video.videoWidth, video.videoHeight) : null;
 }
 
 function onFrame(now, meta) {
@@ -168,22 +146,15 @@ async function main() {
   });
   await new Promise(r => server.listen(0, '127.0.0.1', r));
   const port = server.address().port;
-  const dataDir = mkdtempSync(join(tmpdir(), 'pinhole-chromium-'));
-  let context;
+  let browser;
   try {
-    context = await chromium.launchPersistentContext(dataDir, {
-      executablePath: opts.chromium,
-      headless: true,
-      args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--autoplay-policy=no-user-gesture-required'],
-    });
+    browser = await launch(opts.chromium);
   } catch (e) {
     process.stderr.write(`play.mjs: cannot start ${opts.chromium}: ${e.message}\n`);
     server.close();
-    rmSync(dataDir, { recursive: true, force: true });
     process.exit(2);
   }
+  const { context } = browser;
   const consoleLines = [];
   try {
     const page = context.pages()[0] || await context.newPage();
@@ -203,9 +174,8 @@ async function main() {
     report.failed_requests = failed;
     process.stdout.write(JSON.stringify(report) + '\n');
   } finally {
-    await context.close();
+    await browser.close();
     server.close();
-    rmSync(dataDir, { recursive: true, force: true });
   }
 }
 

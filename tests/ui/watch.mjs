@@ -22,15 +22,7 @@
 // Exit 0 even when playback failed (the caller judges the report); 2 on bad arguments or when
 // the browser cannot start. Runs in the node_modules of tests/hls (playwright-core).
 
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-
-const HERE = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(join(HERE, '..', 'hls', 'package.json'));
-const { chromium } = require('playwright-core');
+import { launch, readTimeBand } from '../hls/browser.mjs';
 
 function parseArgs(argv) {
   const o = { seconds: 20, chromium: '/usr/bin/chromium', noMse: false, screenshot: null, timelineMs: 500 };
@@ -60,32 +52,9 @@ function sampler(noMse) {
   }
   const W = { samples: [], firstFrameMs: null, frames: 0, errors: [] };
   window.__watch = W;
-  const scratch = document.createElement('canvas');
-  let ctx = null;
-  function band(src, w, h) {
-    const rows = Math.floor(h / 24) & ~1;
-    if (rows < 2 || !w) return null;
-    if (scratch.width !== w || scratch.height !== rows) { scratch.width = w; scratch.height = rows; ctx = null; }
-    ctx = ctx || scratch.getContext('2d', { willReadFrequently: true });
-    ctx.drawImage(src, 0, 0, w, rows, 0, 0, w, rows);
-    const img = ctx.getImageData(0, 0, w, rows).data;
-    const y0 = Math.floor(rows / 4), y1 = Math.max(y0 + 1, Math.floor((3 * rows) / 4));
-    let value = 0;
-    for (let i = 0; i < 48; i++) {
-      const x0 = Math.floor(((i + 0.25) * w) / 48);
-      const x1 = Math.max(x0 + 1, Math.floor(((i + 0.75) * w) / 48));
-      let total = 0, n = 0;
-      for (let y = y0; y < y1; y++) {
-        for (let x = x0; x < x1; x++) {
-          const p = (y * w + x) * 4;
-          total += 0.299 * img[p] + 0.587 * img[p + 1] + 0.114 * img[p + 2];
-          n++;
-        }
-      }
-      value = value * 2 + (total / n >= 128 ? 1 : 0);
-    }
-    return value;
-  }
+  // readTimeBand is defined beside this function in the injected script (tests/hls/browser.mjs)
+  const scratch = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
+  const band = (src, w, h) => readTimeBand(scratch, src, w, h);
   function record(capture, shownMs, now) {
     if (W.firstFrameMs === null) W.firstFrameMs = now;
     W.frames++;
@@ -158,22 +127,14 @@ async function main() {
     process.stderr.write(`watch.mjs: ${e.message}\n`);
     process.exit(2);
   }
-  const dataDir = mkdtempSync(join(tmpdir(), 'pinhole-ui-chromium-'));
-  let context;
+  let browser;
   try {
-    context = await chromium.launchPersistentContext(dataDir, {
-      executablePath: opts.chromium,
-      headless: true,
-      viewport: { width: 1280, height: 800 },
-      args: ['--no-sandbox', '--headless', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync',
-        '--autoplay-policy=no-user-gesture-required'],
-    });
+    browser = await launch(opts.chromium, { viewport: { width: 1280, height: 800 } });
   } catch (e) {
     process.stderr.write(`watch.mjs: cannot start ${opts.chromium}: ${e.message}\n`);
-    rmSync(dataDir, { recursive: true, force: true });
     process.exit(2);
   }
+  const { context } = browser;
   const consoleLines = [];
   try {
     const page = context.pages()[0] || await context.newPage();
@@ -181,7 +142,7 @@ async function main() {
     page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
     let navigations = 0;
     page.on('framenavigated', (f) => { if (f === page.mainFrame()) navigations++; });
-    await page.addInitScript(sampler, opts.noMse);
+    await page.addInitScript({ content: `${readTimeBand}\n(${sampler})(${JSON.stringify(!!opts.noMse)});` });
     let heldGets = 0;
     if (opts.holdGet) {
       await page.route('**/api/video/cmaf', (route) => {
@@ -241,8 +202,7 @@ async function main() {
     if (opts.screenshot) await page.screenshot({ path: opts.screenshot });
     process.stdout.write(`${JSON.stringify({ url: opts.url, navigations, held_gets: heldGets, timeline, console: consoleLines, ...end })}\n`);
   } finally {
-    await context.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await browser.close();
   }
 }
 
