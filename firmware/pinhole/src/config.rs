@@ -27,11 +27,31 @@ SOURCES (--source URI):
   exec:COMMAND        runs COMMAND with /bin/sh and reads H.264 Annex-B from its stdout; restarted
                       with capped backoff when it exits, its stderr goes to the log.
                       Example: 'exec:rpicam-vid -t 0 --inline --codec h264 -o -'
+  rtsp://[USER:PASS@]HOST[:PORT]/PATH[#OPTIONS]
+                      pulls H.264 from an RTSP camera or server (retina); RTP interleaved over
+                      the RTSP TCP connection unless #transport=udp. Reconnects with backoff
+                      (250 ms doubling to 1 s). OPTIONS (key=value joined by &, also settable
+                      in the [rtsp] table): transport=tcp|udp, teardown=auto|always|never,
+                      initial_timestamp=default|require|ignore|permissive,
+                      initial_seq=default|respect|ignore-suspicious-values|ignore,
+                      unknown_rtcp_ssrc=default|abort-session|drop-packets|process-packets,
+                      unassigned_channel_data=auto|assume-stale-session|error|ignore,
+                      session_id=default|require-match|use-first (tolerances for broken
+                      cameras; see retina's docs). Passwords are never logged or shown.
+                      rtsps:// is refused (no TLS in retina): use exec:ffmpeg for it.
+                      Example: 'rtsp://admin:secret@192.168.1.20:554/stream1#transport=udp'
+  Every source is restarted when it delivers no frame for source_timeout_ms (default 5000,
+  exec: 10000; 0 turns the watchdog off).
 
 CONFIG FILE (--config FILE), TOML; flags override it:
   listen = [\"127.0.0.1:8080\"]   # addresses to serve HTTP on
   source = \"testsrc\"            # source URI, as above
   fragment_ms = 100             # CMAF fragment duration, 100..=300
+  source_timeout_ms = 5000      # restart a source silent this long; 0: never (500..=600000)
+  [rtsp]                        # defaults for rtsp:// sources (the URI's #options win)
+  transport = \"tcp\"             # or \"udp\"; also teardown, initial_timestamp, initial_seq,
+  user = \"admin\"                #   unknown_rtcp_ssrc, unassigned_channel_data, session_id
+  password = \"secret\"           # used when the URL has no user:password@
   log = \"info\"                  # log filter (tracing EnvFilter syntax)
 
 ENDPOINTS:
@@ -58,6 +78,11 @@ pub struct Cli {
     #[arg(long, value_name = "URI")]
     pub source: Option<String>,
 
+    /// Restart the source when it delivers no frame for this long (ms); 0 turns the watchdog
+    /// off. Default 5000 (exec: 10000).
+    #[arg(long, value_name = "MS", value_parser = parse_source_timeout)]
+    pub source_timeout_ms: Option<u32>,
+
     /// Duration of each CMAF fragment in milliseconds, 100..=300. Default 100.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(100..=300))]
     pub fragment_ms: Option<u32>,
@@ -74,6 +99,8 @@ pub struct Cli {
 struct FileConfig {
     listen: Option<Vec<String>>,
     source: Option<String>,
+    source_timeout_ms: Option<u32>,
+    rtsp: Option<crate::source::rtsp::RtspSettings>,
     fragment_ms: Option<u32>,
     log: Option<String>,
 }
@@ -83,6 +110,8 @@ struct FileConfig {
 pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub source: SourceSpec,
+    /// The source watchdog's timeout: `None` for the source kind's default, zero for none.
+    pub source_timeout: Option<std::time::Duration>,
     pub fragment_ms: u32,
     pub log: Option<String>,
 }
@@ -147,14 +176,43 @@ impl Config {
             (None, Some(s)) => (s.as_str(), origin("source")),
             (None, None) => (DEFAULT_SOURCE, "source".to_string()),
         };
-        let source = SourceSpec::parse(uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+        let mut source = SourceSpec::parse(uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+        if let (SourceSpec::Rtsp(r), Some(settings)) = (&mut source, &file.rtsp) {
+            r.apply_settings(settings).map_err(|e| {
+                let where_ = cli
+                    .config
+                    .as_ref()
+                    .map_or(String::new(), |p| format!("{}: ", p.display()));
+                ConfigError(format!("{where_}{e}"))
+            })?;
+        }
+        let source_timeout_ms = match (cli.source_timeout_ms, file.source_timeout_ms) {
+            (Some(ms), _) => Some(ms),
+            (None, Some(ms)) => Some(parse_source_timeout(&ms.to_string()).map_err(|e| {
+                ConfigError(format!("{} = {ms}: {e}", origin("source_timeout_ms")))
+            })?),
+            (None, None) => None,
+        };
+        let source_timeout =
+            source_timeout_ms.map(|ms| std::time::Duration::from_millis(u64::from(ms)));
 
         Ok(Config {
             listen,
             source,
+            source_timeout,
             fragment_ms,
             log: cli.log.clone().or(file.log),
         })
+    }
+}
+
+/// `source_timeout_ms`: 0 (off) or 500..=600000.
+fn parse_source_timeout(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(ms) if ms == 0 || (500..=600_000).contains(&ms) => Ok(ms),
+        _ => Err(format!(
+            "{text:?}: allowed 0 (no watchdog) or 500..=600000 (milliseconds)"
+        )),
     }
 }
 

@@ -84,8 +84,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let pipeline = Arc::new(Mutex::new(pipeline));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let source_task = tokio::spawn(source::supervise(
+    let source_task = tokio::spawn(source::supervise_with(
         config.source.clone(),
+        config.source_timeout,
         pipeline,
         status.clone(),
         shutdown_rx.clone(),

@@ -68,6 +68,8 @@ impl Pipeline {
 
 impl FrameSink for Pipeline {
     fn frame(&mut self, mut frame: Frame) {
+        // Feeds the source watchdog: any frame counts, decodable yet or not.
+        self.status.note_frame_in();
         let (src0, dst0) = *self.run_base.get_or_insert_with(|| {
             let dst = match self.last_end {
                 None => frame.dts_90k,

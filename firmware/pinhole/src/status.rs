@@ -3,8 +3,9 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -28,6 +29,10 @@ pub struct Status {
     source_uri: String,
     fragment_ms: u32,
     inner: Mutex<Inner>,
+    /// Frames the source handed to the pipeline (lock-free: counted on the frame path).
+    frames_in: AtomicU64,
+    /// When the last of them came, in µs since `started` (0: none yet).
+    last_frame_us: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -35,6 +40,7 @@ struct Inner {
     state: SourceState,
     last_error: Option<String>,
     restarts: u64,
+    watchdog_restarts: u64,
     codec: Option<String>,
     width: u32,
     height: u32,
@@ -64,6 +70,11 @@ pub struct SourceSnapshot {
     pub state: SourceState,
     pub last_error: Option<String>,
     pub restarts: u64,
+    /// Restarts because the source delivered no frames for its timeout (also in `restarts`).
+    pub watchdog_restarts: u64,
+    /// Frames the source delivered, and seconds since the last one (`None` before the first).
+    pub frames_received: u64,
+    pub last_frame_age_s: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +97,7 @@ impl Status {
                 state: SourceState::Starting,
                 last_error: None,
                 restarts: 0,
+                watchdog_restarts: 0,
                 codec: None,
                 width: 0,
                 height: 0,
@@ -93,7 +105,34 @@ impl Status {
                 frames: 0,
                 window: VecDeque::new(),
             }),
+            frames_in: AtomicU64::new(0),
+            last_frame_us: AtomicU64::new(0),
         }
+    }
+
+    /// Called by the pipeline for every frame a source delivers: feeds the source watchdog.
+    pub fn note_frame_in(&self) {
+        let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_frame_us.store(us.max(1), Ordering::Relaxed);
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frames delivered so far.
+    pub fn frames_in(&self) -> u64 {
+        self.frames_in.load(Ordering::Relaxed)
+    }
+
+    /// When the last frame was delivered.
+    pub fn last_frame_at(&self) -> Option<Instant> {
+        match self.last_frame_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(self.started + Duration::from_micros(us)),
+        }
+    }
+
+    /// The watchdog restarted the source (counted on top of [`Self::source_failed`]).
+    pub fn watchdog_fired(&self) {
+        self.with(|i| i.watchdog_restarts += 1);
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> Option<R> {
@@ -156,6 +195,9 @@ impl Status {
                 state: SourceState::Restarting,
                 last_error: Some("status lock poisoned".into()),
                 restarts: 0,
+                watchdog_restarts: 0,
+                frames_received: self.frames_in(),
+                last_frame_age_s: None,
             },
             video: VideoSnapshot {
                 codec: None,
@@ -191,6 +233,11 @@ impl Status {
                     state: i.state,
                     last_error: i.last_error.clone(),
                     restarts: i.restarts,
+                    watchdog_restarts: i.watchdog_restarts,
+                    frames_received: self.frames_in(),
+                    last_frame_age_s: self
+                        .last_frame_at()
+                        .map(|t| (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
                 },
                 video: VideoSnapshot {
                     codec: i.codec.clone(),
@@ -239,6 +286,26 @@ impl Snapshot {
             "Times the source was restarted.",
             self.source.restarts.to_string(),
         );
+        metric(
+            "pinhole_source_watchdog_restarts_total",
+            "counter",
+            "Times the source was restarted because it delivered no frames for its timeout.",
+            self.source.watchdog_restarts.to_string(),
+        );
+        metric(
+            "pinhole_source_frames_received_total",
+            "counter",
+            "Frames the source delivered to the segmenter.",
+            self.source.frames_received.to_string(),
+        );
+        if let Some(age) = self.source.last_frame_age_s {
+            metric(
+                "pinhole_source_last_frame_age_seconds",
+                "gauge",
+                "Seconds since the source delivered its last frame.",
+                format!("{age:.3}"),
+            );
+        }
         metric(
             "pinhole_viewers",
             "gauge",
@@ -293,8 +360,52 @@ impl Snapshot {
             "Bytes of stream records sent to viewers.",
             self.bytes_sent.to_string(),
         );
+        let state = match self.source.state {
+            SourceState::Starting => "starting",
+            SourceState::Running => "running",
+            SourceState::Restarting => "restarting",
+            SourceState::Stopped => "stopped",
+        };
+        let _ = write!(
+            out,
+            "# HELP pinhole_source_state The source's state (the labelled one is 1).\n\
+             # TYPE pinhole_source_state gauge\n"
+        );
+        for s in ["starting", "running", "restarting", "stopped"] {
+            let _ = writeln!(
+                out,
+                "pinhole_source_state{{state=\"{s}\"}} {}",
+                u8::from(s == state)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP pinhole_source_error_info The source's last error, while it has one.\n\
+             # TYPE pinhole_source_error_info gauge"
+        );
+        if let Some(e) = &self.source.last_error {
+            let _ = writeln!(
+                out,
+                "pinhole_source_error_info{{error=\"{}\"}} 1",
+                escape_label(e)
+            );
+        }
         out
     }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped (exposition format).
+fn escape_label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars().take(300) {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod exec;
 pub mod pattern;
+pub mod rtsp;
 pub mod testsrc;
 
 use std::sync::{Arc, Mutex};
@@ -23,10 +24,11 @@ use crate::status::{SourceState, Status};
 pub enum SourceSpec {
     Testsrc(testsrc::TestsrcOptions),
     Exec(String),
+    Rtsp(rtsp::RtspSpec),
 }
 
 impl SourceSpec {
-    pub const SCHEMES: &'static str = "testsrc[?options], exec:COMMAND";
+    pub const SCHEMES: &'static str = "testsrc[?options], exec:COMMAND, rtsp://HOST/PATH";
 
     pub fn parse(uri: &str) -> Result<SourceSpec, String> {
         let uri = uri.trim();
@@ -53,6 +55,9 @@ impl SourceSpec {
             }
             return Ok(SourceSpec::Exec(cmd.to_string()));
         }
+        if uri.starts_with("rtsp://") || uri.starts_with("rtsps://") {
+            return rtsp::RtspSpec::parse(uri).map(SourceSpec::Rtsp);
+        }
         Err(format!(
             "{uri:?} is not a known source; allowed: {}",
             Self::SCHEMES
@@ -67,6 +72,7 @@ impl SourceSpec {
                 o.width, o.height, o.fps, o.gop_frames, o.bitrate_bps
             ),
             SourceSpec::Exec(cmd) => format!("exec:{}", redact_credentials(cmd)),
+            SourceSpec::Rtsp(r) => r.display_uri(),
         }
     }
 
@@ -75,6 +81,16 @@ impl SourceSpec {
         match self {
             SourceSpec::Testsrc(_) => "testsrc",
             SourceSpec::Exec(_) => "exec",
+            SourceSpec::Rtsp(_) => "rtsp",
+        }
+    }
+
+    /// The watchdog's default: a source that delivers no frame for this long is restarted.
+    /// Commands get longer, since some (ffmpeg probing a camera) take seconds to start.
+    pub fn default_frame_timeout(&self) -> Duration {
+        match self {
+            SourceSpec::Exec(_) => Duration::from_secs(10),
+            _ => Duration::from_secs(5),
         }
     }
 }
@@ -121,7 +137,7 @@ pub enum SourceError {
     Stopped,
 }
 
-/// Capped exponential backoff: 250 ms, 500 ms, 1 s, 2 s, 2 s, …; reset after a healthy run.
+/// Capped exponential backoff: 250 ms, 500 ms, 1 s, 1 s, …; reset after a healthy run.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
@@ -129,13 +145,19 @@ pub struct Backoff {
 
 impl Backoff {
     pub const FIRST: Duration = Duration::from_millis(250);
-    /// The cap is short so a camera that returns is back on screen quickly.
-    pub const CAP: Duration = Duration::from_secs(2);
+    /// The cap is short so a camera that returns is back on screen quickly: at most this long
+    /// after its return, plus the session setup (the target is 2 s).
+    pub const CAP: Duration = Duration::from_secs(1);
     /// A run at least this long counts as healthy and resets the backoff.
     pub const HEALTHY: Duration = Duration::from_secs(10);
 
     pub fn new() -> Backoff {
         Backoff { next: Self::FIRST }
+    }
+
+    /// Starts again from [`Self::FIRST`] (after a run that delivered frames).
+    pub fn reset(&mut self) {
+        self.next = Self::FIRST;
     }
 
     pub fn next_delay(&mut self, ran_for: Duration) -> Duration {
@@ -154,32 +176,103 @@ impl Default for Backoff {
     }
 }
 
-/// Runs the source until shutdown, restarting it with backoff whenever it ends.
+/// Runs the source until shutdown, restarting it with backoff whenever it ends, with the
+/// source kind's default frame watchdog ([`SourceSpec::default_frame_timeout`]).
 pub async fn supervise(
     spec: SourceSpec,
     pipeline: SharedPipeline,
     status: Arc<Status>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    supervise_with(spec, None, pipeline, status, shutdown).await;
+}
+
+/// How long a source asked to stop (shutdown, or the watchdog) may take to end its run.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// [`supervise`] with the watchdog's timeout given: `None` for the source's default,
+/// `Some(Duration::ZERO)` for no watchdog.
+///
+/// The watchdog restarts a run that has delivered no frame into the pipeline for
+/// `frame_timeout` (counted from the start of the run, or its last frame): a camera that keeps
+/// its connection open and sends nothing, a wedged driver, an encoder that stopped. Each run
+/// gets its own stop signal, raised by shutdown or by the watchdog; the source ends its run on
+/// it as it does on shutdown.
+pub async fn supervise_with(
+    spec: SourceSpec,
+    frame_timeout: Option<Duration>,
+    pipeline: SharedPipeline,
+    status: Arc<Status>,
+    mut global: watch::Receiver<bool>,
+) {
+    let frame_timeout = frame_timeout.unwrap_or_else(|| spec.default_frame_timeout());
     let mut backoff = Backoff::new();
+    let mut last_error: Option<String> = None;
+    let mut repeats = 0u64;
     loop {
-        if *shutdown.borrow() {
+        if *global.borrow() {
             break;
         }
         status.set_source_state(SourceState::Starting);
         let started = tokio::time::Instant::now();
-        let result = match &spec {
-            SourceSpec::Testsrc(opts) => {
-                testsrc_run(
-                    opts.clone(),
-                    pipeline.clone(),
-                    status.clone(),
-                    shutdown.clone(),
-                )
-                .await
+        let frames_before = status.frames_in();
+        let (stop_run, shutdown) = watch::channel(false);
+        let run = async {
+            match &spec {
+                SourceSpec::Testsrc(opts) => {
+                    testsrc_run(
+                        opts.clone(),
+                        pipeline.clone(),
+                        status.clone(),
+                        shutdown.clone(),
+                    )
+                    .await
+                }
+                SourceSpec::Exec(cmd) => {
+                    exec::run(cmd, pipeline.clone(), status.clone(), shutdown.clone()).await
+                }
+                SourceSpec::Rtsp(r) => {
+                    rtsp::run(r, pipeline.clone(), status.clone(), shutdown.clone()).await
+                }
             }
-            SourceSpec::Exec(cmd) => {
-                exec::run(cmd, pipeline.clone(), status.clone(), shutdown.clone()).await
+        };
+        tokio::pin!(run);
+        let result = loop {
+            // The watchdog's deadline: the last frame of this run (or its start) + the timeout.
+            let last = status
+                .last_frame_at()
+                .filter(|_| status.frames_in() != frames_before)
+                .map_or(started, |t| tokio::time::Instant::from_std(t).max(started));
+            let deadline = last + frame_timeout;
+            tokio::select! {
+                r = &mut run => break r,
+                changed = global.changed() => {
+                    if changed.is_ok() && !*global.borrow() {
+                        continue;
+                    }
+                    let _ = stop_run.send(true);
+                    let _ = tokio::time::timeout(STOP_GRACE, &mut run).await;
+                    break Err(SourceError::Stopped);
+                }
+                _ = tokio::time::sleep_until(deadline), if !frame_timeout.is_zero() => {
+                    let now_last = status
+                        .last_frame_at()
+                        .filter(|_| status.frames_in() != frames_before)
+                        .map(tokio::time::Instant::from_std);
+                    if now_last.is_some_and(|t| t > last) {
+                        continue; // frames came while we slept
+                    }
+                    let _ = stop_run.send(true);
+                    if tokio::time::timeout(STOP_GRACE, &mut run).await.is_err() {
+                        tracing::error!(source = spec.kind(), "the stalled source did not stop within {} s; starting a new run anyway", STOP_GRACE.as_secs());
+                    }
+                    status.watchdog_fired();
+                    break Err(SourceError::Failed(format!(
+                        "{}: no frames for {:.1} s; restarted by the watchdog",
+                        spec.kind(),
+                        frame_timeout.as_secs_f64()
+                    )));
+                }
             }
         };
         // Whatever ended the run, the partial fragment it left is sent on, so nothing is lost.
@@ -191,18 +284,47 @@ pub async fn supervise(
             Ok(()) => "source ended".to_string(),
             Err(SourceError::Failed(e)) => e,
         };
-        if *shutdown.borrow() {
+        if *global.borrow() {
             break;
         }
+        // A run that delivered frames was healthy: the next attempt comes quickly, and its
+        // failure is news.
+        if status.frames_in() != frames_before {
+            backoff.reset();
+            last_error = None;
+        }
         let delay = backoff.next_delay(started.elapsed());
-        tracing::warn!(source = spec.kind(), error = %err, retry_in_ms = delay.as_millis() as u64, "source stopped; restarting");
+        // One line per problem: the same error again (a camera that stays away) is logged at the
+        // 1st, 10th, 100th, … repeat, not once a second.
+        if last_error.as_deref() == Some(err.as_str()) {
+            repeats += 1;
+        } else {
+            repeats = 0;
+            last_error = Some(err.clone());
+        }
+        let retry_in_ms = delay.as_millis() as u64;
+        if repeats == 0 {
+            tracing::warn!(source = spec.kind(), error = %err, retry_in_ms, "source stopped; restarting");
+        } else if is_power_of_ten(repeats + 1) {
+            tracing::warn!(source = spec.kind(), error = %err, times = repeats + 1, retry_in_ms, "source still failing; restarting");
+        } else {
+            tracing::debug!(source = spec.kind(), error = %err, times = repeats + 1, retry_in_ms, "source stopped again; restarting");
+        }
         status.source_failed(err);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => break,
+            _ = global.changed() => break,
         }
     }
     status.set_source_state(SourceState::Stopped);
+}
+
+/// 1, 10, 100, …: when a repeated error is worth another log line.
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
 }
 
 /// The test source encodes on a blocking thread (OpenH264 is CPU-bound) and writes straight
@@ -251,8 +373,14 @@ mod tests {
         let mut b = Backoff::new();
         let short = Duration::from_millis(10);
         let seq: Vec<u128> = (0..6).map(|_| b.next_delay(short).as_millis()).collect();
-        assert_eq!(seq, vec![250, 500, 1000, 2000, 2000, 2000]);
+        assert_eq!(seq, vec![250, 500, 1000, 1000, 1000, 1000]);
         assert_eq!(b.next_delay(Duration::from_secs(11)).as_millis(), 250);
+    }
+
+    #[test]
+    fn a_repeated_error_is_logged_at_powers_of_ten() {
+        let logged: Vec<u64> = (1..=1000).filter(|&n| is_power_of_ten(n)).collect();
+        assert_eq!(logged, vec![1, 10, 100, 1000]);
     }
 
     #[test]
