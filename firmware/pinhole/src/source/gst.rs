@@ -67,7 +67,7 @@ mod imp {
     use gstreamer_app::AppSink;
     use tokio::sync::watch;
 
-    use super::{full_pipeline, APPSINK_CAPS, APPSINK_NAME};
+    use super::{browser_profile, full_pipeline, APPSINK_CAPS, APPSINK_NAME};
     use crate::source::clock::FrameClock;
     use crate::source::exec::unix_now_us;
     use crate::source::v4l2::frames::H264Buffers;
@@ -191,6 +191,7 @@ mod imp {
         let mut buffers = H264Buffers::new();
         let mut clock = FrameClock::new(0);
         let mut bad = 0u64;
+        let mut warned_profile = false;
         let mut first_pts_ns: Option<u64> = None;
         let started = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
@@ -241,6 +242,13 @@ mod imp {
                     continue;
                 }
             };
+            if let Some(profile) = au.sps().and_then(|s| s.get(1).copied()) {
+                if !warned_profile && !browser_profile(profile) {
+                    warned_profile = true;
+                    tracing::warn!(source = "gst", profile_idc = profile,
+                        "the encoder makes an H.264 profile browsers do not decode (4:2:2, 4:4:4 or 10-bit); put video/x-raw,format=I420 before the encoder");
+                }
+            }
             let stamp = clock.stamp(pts_us, nominal_90k);
             emit(media::segmenter::Frame {
                 dts_90k: stamp.dts_90k,
@@ -253,6 +261,12 @@ mod imp {
         drop(stopper);
         Ok(())
     }
+}
+
+/// Whether browsers' decoders take this `profile_idc`: Baseline, Main, Extended, High (x264enc
+/// picks High 4:4:4 when videotestsrc offers it Y444).
+pub fn browser_profile(profile_idc: u8) -> bool {
+    matches!(profile_idc, 66 | 77 | 88 | 100)
 }
 
 /// Without the feature the URI is refused at parse time; this is never reached.
@@ -285,6 +299,12 @@ mod tests {
         // the pipeline with a clear link error).
         assert!(full_pipeline("x ! appsink name=other")
             .ends_with("appsink name=pinhole sync=false max-buffers=8"));
+    }
+
+    #[test]
+    fn only_profiles_browsers_decode_pass() {
+        assert!(browser_profile(66) && browser_profile(100));
+        assert!(!browser_profile(244) && !browser_profile(110) && !browser_profile(122));
     }
 
     #[test]
