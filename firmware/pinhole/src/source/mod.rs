@@ -7,9 +7,11 @@
 
 pub mod clock;
 pub mod exec;
+pub mod gst;
 pub mod pattern;
 pub mod rtsp;
 pub mod testsrc;
+pub mod v4l2;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,10 +27,13 @@ pub enum SourceSpec {
     Testsrc(testsrc::TestsrcOptions),
     Exec(String),
     Rtsp(rtsp::RtspSpec),
+    V4l2(v4l2::V4l2Options),
+    /// A GStreamer pipeline description (cargo feature `gstreamer`).
+    Gst(String),
 }
 
 impl SourceSpec {
-    pub const SCHEMES: &'static str = "testsrc[?options], exec:COMMAND, rtsp://HOST/PATH";
+    pub const SCHEMES: &'static str = "testsrc[?options], exec:COMMAND, rtsp://HOST/PATH, v4l2:/dev/videoN[?options], gst:PIPELINE";
 
     pub fn parse(uri: &str) -> Result<SourceSpec, String> {
         let uri = uri.trim();
@@ -55,6 +60,12 @@ impl SourceSpec {
             }
             return Ok(SourceSpec::Exec(cmd.to_string()));
         }
+        if let Some(rest) = uri.strip_prefix("v4l2:") {
+            return v4l2::V4l2Options::parse(rest).map(SourceSpec::V4l2);
+        }
+        if let Some(rest) = uri.strip_prefix("gst:") {
+            return gst::parse(rest).map(SourceSpec::Gst);
+        }
         if uri.starts_with("rtsp://") || uri.starts_with("rtsps://") {
             return rtsp::RtspSpec::parse(uri).map(SourceSpec::Rtsp);
         }
@@ -73,6 +84,8 @@ impl SourceSpec {
             ),
             SourceSpec::Exec(cmd) => format!("exec:{}", redact_credentials(cmd)),
             SourceSpec::Rtsp(r) => r.display_uri(),
+            SourceSpec::V4l2(o) => o.display_uri(),
+            SourceSpec::Gst(p) => format!("gst:{}", redact_credentials(p)),
         }
     }
 
@@ -82,6 +95,8 @@ impl SourceSpec {
             SourceSpec::Testsrc(_) => "testsrc",
             SourceSpec::Exec(_) => "exec",
             SourceSpec::Rtsp(_) => "rtsp",
+            SourceSpec::V4l2(_) => "v4l2",
+            SourceSpec::Gst(_) => "gst",
         }
     }
 
@@ -233,6 +248,12 @@ pub async fn supervise_with(
                 }
                 SourceSpec::Rtsp(r) => {
                     rtsp::run(r, pipeline.clone(), status.clone(), shutdown.clone()).await
+                }
+                SourceSpec::V4l2(o) => {
+                    v4l2::run(o, pipeline.clone(), status.clone(), shutdown.clone()).await
+                }
+                SourceSpec::Gst(p) => {
+                    gst::run(p, pipeline.clone(), status.clone(), shutdown.clone()).await
                 }
             }
         };
