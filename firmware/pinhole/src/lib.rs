@@ -11,6 +11,7 @@ pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod pipeline;
+pub mod sdnotify;
 pub mod source;
 pub mod status;
 pub mod ui;

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use media::segmenter::SegmenterConfig;
 use pinhole::config::{Cli, Config};
-use pinhole::{http, hub, pipeline, source, status};
+use pinhole::{http, hub, pipeline, sdnotify, source, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -81,9 +81,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     };
     let pipeline = pipeline::Pipeline::new(seg_config, hub.clone(), status.clone())
         .context("segmenter configuration")?;
+    let flow = pipeline.flow();
     let pipeline = Arc::new(Mutex::new(pipeline));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let notify_task = spawn_sd_notify(
+        flow,
+        pipeline.clone(),
+        status.clone(),
+        hub.clone(),
+        shutdown_rx.clone(),
+    );
     let source_task = tokio::spawn(source::supervise_with(
         config.source.clone(),
         config.source_timeout,
@@ -105,8 +113,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let grace = http::SHUTDOWN_GRACE + std::time::Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, server).await;
     let _ = tokio::time::timeout(grace, source_task).await;
+    if let Some(t) = notify_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Under systemd (`Type=notify`): `READY=1` after the first fragment, `STATUS=` lines, and the
+/// watchdog fed from the frame path (see `pinhole::sdnotify`). Nothing otherwise.
+fn spawn_sd_notify(
+    flow: Arc<sdnotify::Flow>,
+    pipeline: source::SharedPipeline,
+    status: Arc<status::Status>,
+    hub: Arc<hub::Hub>,
+    shutdown: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(feature = "test-hooks")]
+    sdnotify::wedge_hook(flow.clone(), pipeline.clone());
+    match sdnotify::Notifier::from_env() {
+        Ok(Some(n)) => Some(tokio::spawn(sdnotify::run(
+            n, flow, pipeline, status, hub, shutdown,
+        ))),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("not telling systemd about readiness: {e}");
+            None
+        }
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

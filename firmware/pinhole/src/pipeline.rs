@@ -10,6 +10,7 @@ use std::sync::Arc;
 use media::segmenter::{Frame, Output, Segmenter, SegmenterConfig};
 
 use crate::hub::Hub;
+use crate::sdnotify::Flow;
 use crate::source::FrameSink;
 use crate::status::Status;
 
@@ -22,6 +23,8 @@ pub struct Pipeline {
     /// End of the last frame on the timeline, and its capture time.
     last_end: Option<(u64, u64)>,
     rejected: u64,
+    /// Frames in and parts out, for the systemd watchdog ([`crate::sdnotify`]).
+    flow: Arc<Flow>,
 }
 
 impl Pipeline {
@@ -37,7 +40,13 @@ impl Pipeline {
             run_base: None,
             last_end: None,
             rejected: 0,
+            flow: Arc::new(Flow::default()),
         })
+    }
+
+    /// The frame path's counters, read by the systemd watchdog monitor.
+    pub fn flow(&self) -> Arc<Flow> {
+        self.flow.clone()
     }
 
     /// The source run ended: send the partial part on and start a new timeline mapping.
@@ -57,6 +66,7 @@ impl Pipeline {
                     self.hub.set_init(init);
                 }
                 Output::Part(part) => {
+                    self.flow.part_out();
                     self.status
                         .record_part(part.duration_90k, part.frame_count, part.framed.len());
                     self.hub.publish(part);
@@ -68,6 +78,7 @@ impl Pipeline {
 
 impl FrameSink for Pipeline {
     fn frame(&mut self, mut frame: Frame) {
+        self.flow.frame_in();
         // Feeds the source watchdog: any frame counts, decodable yet or not.
         self.status.note_frame_in();
         let (src0, dst0) = *self.run_base.get_or_insert_with(|| {
