@@ -5,11 +5,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::access::{AccessConfig, DEFAULT_LEEWAY};
 use crate::source::SourceSpec;
+use crate::tls::CertSource;
 
 /// Fragment (CMAF part) duration bounds in milliseconds. Below 100 ms the per-fragment overhead
 /// dominates and tunnels dislike tiny writes; above 300 ms latency suffers.
@@ -27,6 +30,18 @@ SOURCES (--source URI):
   exec:COMMAND        runs COMMAND with /bin/sh and reads H.264 Annex-B from its stdout; restarted
                       with capped backoff when it exits, its stderr goes to the log.
                       Example: 'exec:rpicam-vid -t 0 --inline --codec h264 -o -'
+  v4l2:/dev/videoN[?OPTIONS]
+                      a V4L2 camera: H.264 from the camera itself (UVC), else raw YUYV/NV12/
+                      YU12 (or YU12 that libv4l decodes from MJPEG) encoded with OpenH264.
+                      Options: size=WxH (nearest to 1280x720), fps=N (30), bitrate=BITS (2M),
+                      gop=FRAMES (one second), encoder=auto|software|/dev/videoN. `pinhole
+                      probe` lists the devices, their modes and the encoders found.
+                      Example: v4l2:/dev/video0?size=1920x1080&fps=30
+  gst:PIPELINE        a GStreamer pipeline making H.264; needs a pinhole built with
+                      --features gstreamer. pinhole appends h264parse and its appsink.
+                      Jetson and libcamera examples: board/pipelines.md. Example:
+                      'gst:videotestsrc is-live=true ! video/x-raw,format=I420 ! x264enc
+                      tune=zerolatency bframes=0 key-int-max=30'
   rtsp://[USER:PASS@]HOST[:PORT]/PATH[#OPTIONS]
                       pulls H.264 from an RTSP camera or server (retina); RTP interleaved over
                       the RTSP TCP connection unless #transport=udp. Reconnects with backoff
@@ -44,7 +59,6 @@ SOURCES (--source URI):
   exec: 10000; 0 turns the watchdog off).
 
 CONFIG FILE (--config FILE), TOML; flags override it:
-  listen = [\"127.0.0.1:8080\"]   # addresses to serve HTTP on
   source = \"testsrc\"            # source URI, as above
   fragment_ms = 100             # CMAF fragment duration, 100..=300
   source_timeout_ms = 5000      # restart a source silent this long; 0: never (500..=600000)
@@ -53,6 +67,27 @@ CONFIG FILE (--config FILE), TOML; flags override it:
   user = \"admin\"                #   unknown_rtcp_ssrc, unassigned_channel_data, session_id
   password = \"secret\"           # used when the URL has no user:password@
   log = \"info\"                  # log filter (tracing EnvFilter syntax)
+  state_dir = \"/var/lib/pinhole\" # generated certificate; default $STATE_DIRECTORY
+  [lan]                         # the LAN listeners (top-level listen = [...] also works)
+  listen = [\"0.0.0.0:8080\", \"https://0.0.0.0:8443\"]  # ADDR or https://ADDR
+  cert = \"/etc/pinhole/cert.pem\"  # for https://; without cert and key, a self-signed
+  key = \"/etc/pinhole/key.pem\"    #   one is made on first start in state_dir
+  password_hash = \"$argon2id$...\" # from `pinhole hash-password`; unset: no password
+  [tunnel]                      # for cloudflared only: every request needs Cloudflare Access
+  listen = \"127.0.0.1:8081\"     # loopback only; point cloudflared's ingress here
+  team = \"myteam\"               # myteam.cloudflareaccess.com
+  aud = \"4f1c...\"               # the Access application's AUD tag
+  leeway_s = 60                 # clock skew allowed on exp/nbf, 0..=600
+
+ACCESS:
+  LAN password: browsers get a login page and an HttpOnly, SameSite=Strict session cookie
+  (kept in memory; 30 days); tools send HTTP Basic with any user name, e.g.
+  ffmpeg -i http://u:PASSWORD@HOST:8080/hls/index.m3u8. Wrong guesses: 5, then 1 per 12 s per
+  client (429). Make the hash with: pinhole hash-password < file-with-password
+  Tunnel: each request must carry Cf-Access-Jwt-Assertion (RS256, the team's keys fetched from
+  https://TEAM.cloudflareaccess.com/cdn-cgi/access/certs, aud, iss, exp/nbf), else 403.
+  Limits: request head 16 KiB (431), 10 s to send it or between requests, 256 connections per
+  listener and 32 per LAN client (not 127.0.0.1), 100 held LL-HLS requests.
 
 ENDPOINTS:
   GET  /                  the player
@@ -60,7 +95,8 @@ ENDPOINTS:
                           then moof+mdat fragments; a zero-length record is a heartbeat
   GET  /hls/index.m3u8    LL-HLS multivariant playlist (stream.m3u8: the media playlist,
                           with blocking reload; parts and segments cut from the same fragments)
-  GET  /api/status        JSON status;  GET /metrics  Prometheus text;  GET /api/time  clock";
+  GET  /api/status        JSON status;  GET /metrics  Prometheus text;  GET /api/time  clock
+  GET  /login.html        the login page;  POST /api/login (form: password), POST /api/logout";
 
 /// pinhole: a low-latency camera streamer. H.264 in, chunked CMAF and LL-HLS out.
 #[derive(Debug, Parser)]
@@ -70,9 +106,15 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address to serve HTTP on; repeat for several. Default 127.0.0.1:8080.
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Vec<SocketAddr>,
+    /// LAN address to serve on, ADDR (HTTP) or https://ADDR; repeat for several.
+    /// Default 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR", value_parser = ListenAddr::parse)]
+    pub listen: Vec<ListenAddr>,
+
+    /// Directory for state kept across restarts (the generated TLS certificate).
+    /// Default: $STATE_DIRECTORY (systemd), else /var/lib/pinhole.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// Video source URI (see SOURCES below). Default: testsrc.
     #[arg(long, value_name = "URI")]
@@ -90,6 +132,55 @@ pub struct Cli {
     /// Log filter, e.g. "info" or "pinhole=debug". Default: $RUST_LOG, else "info".
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Read a password from standard input (one line) and print its argon2id hash, for
+    /// `password_hash` in the [lan] table.
+    HashPassword,
+    /// List the video devices (/dev/video*): driver, card, capabilities, formats, sizes and
+    /// frame rates, what pinhole would capture from each camera, and the H.264 encoders found.
+    Probe,
+}
+
+/// A LAN listen address: `ADDR` or `http://ADDR` (HTTP), `https://ADDR` (HTTPS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub addr: SocketAddr,
+    pub https: bool,
+}
+
+impl ListenAddr {
+    pub fn parse(s: &str) -> Result<ListenAddr, String> {
+        let (https, rest) = if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else {
+            (false, s)
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let addr = rest.parse::<SocketAddr>().map_err(|_| {
+            format!(
+                "{s:?} is not an IP address with port; allowed e.g. \"127.0.0.1:8080\", \"[::]:8080\" or \"https://0.0.0.0:8443\""
+            )
+        })?;
+        Ok(ListenAddr { addr, https })
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.https {
+            write!(f, "https://{}", self.addr)
+        } else {
+            write!(f, "http://{}", self.addr)
+        }
+    }
 }
 
 /// The TOML file's shape. Unknown keys are errors (`deny_unknown_fields`) so typos never
@@ -103,17 +194,52 @@ struct FileConfig {
     rtsp: Option<crate::source::rtsp::RtspSettings>,
     fragment_ms: Option<u32>,
     log: Option<String>,
+    state_dir: Option<PathBuf>,
+    lan: Option<LanFile>,
+    tunnel: Option<TunnelFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LanFile {
+    listen: Option<Vec<String>>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    password_hash: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunnelFile {
+    listen: Option<String>,
+    team: Option<String>,
+    aud: Option<String>,
+    certs_url: Option<String>,
+    leeway_s: Option<u64>,
+}
+
+/// The tunnel listener: loopback only, Cloudflare Access always.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelConfig {
+    pub listen: SocketAddr,
+    pub access: AccessConfig,
 }
 
 /// The effective configuration after defaults, file and flags are merged and validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Vec<SocketAddr>,
+    /// The LAN listeners.
+    pub listen: Vec<ListenAddr>,
     pub source: SourceSpec,
     /// The source watchdog's timeout: `None` for the source kind's default, zero for none.
     pub source_timeout: Option<std::time::Duration>,
     pub fragment_ms: u32,
     pub log: Option<String>,
+    /// Where the HTTPS certificate comes from, if any LAN listener speaks HTTPS.
+    pub tls: Option<CertSource>,
+    /// The LAN password's argon2 PHC string (checked to parse); `None`: the LAN is open.
+    pub password_hash: Option<String>,
+    pub tunnel: Option<TunnelConfig>,
 }
 
 /// A configuration error: one line for the user, already naming the key and what is allowed.
@@ -132,30 +258,88 @@ impl Config {
             None => key.to_string(),
         };
 
+        let lan = file.lan.unwrap_or_default();
+        let (file_listen, listen_key) = match (&file.listen, &lan.listen) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(format!(
+                    "{} and {}: give the LAN addresses once (top-level listen is the same as [lan] listen)",
+                    origin("listen"),
+                    origin("lan.listen")
+                )))
+            }
+            (Some(l), None) => (Some(l), origin("listen")),
+            (None, Some(l)) => (Some(l), origin("lan.listen")),
+            (None, None) => (None, String::new()),
+        };
         let listen = if !cli.listen.is_empty() {
             cli.listen.clone()
-        } else if let Some(list) = &file.listen {
+        } else if let Some(list) = file_listen {
             if list.is_empty() {
                 return Err(ConfigError(format!(
-                    "{} = []: give at least one address, e.g. [\"{DEFAULT_LISTEN}\"]",
-                    origin("listen")
+                    "{listen_key} = []: give at least one address, e.g. [\"{DEFAULT_LISTEN}\"]"
                 )));
             }
             list.iter()
                 .map(|s| {
-                    s.parse::<SocketAddr>().map_err(|_| {
-                        ConfigError(format!(
-                            "{} = {s:?}: not an IP address with port; allowed e.g. \"127.0.0.1:8080\" or \"[::]:8080\"",
-                            origin("listen")
-                        ))
-                    })
+                    ListenAddr::parse(s)
+                        .map_err(|e| ConfigError(format!("{listen_key} = {s:?}: {e}")))
                 })
                 .collect::<Result<_, _>>()?
         } else {
-            vec![DEFAULT_LISTEN
-                .parse()
+            vec![ListenAddr::parse(DEFAULT_LISTEN)
                 .map_err(|_| ConfigError("internal: bad default listen address".into()))?]
         };
+
+        let state_dir = cli
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .or_else(|| {
+                std::env::var("STATE_DIRECTORY")
+                    .ok()
+                    .and_then(|v| v.split(':').next().map(PathBuf::from))
+                    .filter(|p| !p.as_os_str().is_empty())
+            })
+            .unwrap_or_else(|| PathBuf::from("/var/lib/pinhole"));
+        let any_https = listen.iter().any(|l| l.https);
+        let tls = match (lan.cert, lan.key) {
+            (Some(cert), Some(key)) if any_https => Some(CertSource::Files { cert, key }),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(format!(
+                    "{}: cert and key are given but no LAN address is https://; e.g. listen = [\"https://0.0.0.0:8443\"]",
+                    origin("lan")
+                )))
+            }
+            (None, None) if any_https => Some(CertSource::Generated { state_dir }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError(format!(
+                    "{}: give both cert and key (PEM files), or neither for a generated certificate",
+                    origin("lan")
+                )))
+            }
+        };
+        let password_hash = match lan.password_hash {
+            Some(h) => {
+                crate::auth::check_hash(&h)
+                    .map_err(|e| ConfigError(format!("{}: {e}", origin("lan.password_hash"))))?;
+                Some(h)
+            }
+            None => None,
+        };
+        let tunnel = match file.tunnel {
+            Some(t) => Some(tunnel_config(t, &origin)?),
+            None => None,
+        };
+        if let Some(t) = &tunnel {
+            if let Some(l) = listen.iter().find(|l| l.addr == t.listen) {
+                return Err(ConfigError(format!(
+                    "{} = \"{}\" is also a LAN address ({l}): the tunnel listener needs a port of its own",
+                    origin("tunnel.listen"),
+                    t.listen
+                )));
+            }
+        }
 
         let fragment_ms = match (cli.fragment_ms, file.fragment_ms) {
             (Some(ms), _) => ms,
@@ -202,8 +386,54 @@ impl Config {
             source_timeout,
             fragment_ms,
             log: cli.log.clone().or(file.log),
+            tls,
+            password_hash,
+            tunnel,
         })
     }
+}
+
+fn tunnel_config(
+    t: TunnelFile,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<TunnelConfig, ConfigError> {
+    let need = |v: Option<String>, key: &str, example: &str| {
+        v.ok_or_else(|| {
+            ConfigError(format!(
+                "{}: missing; the tunnel listener needs it (e.g. {key} = {example})",
+                origin(&format!("tunnel.{key}"))
+            ))
+        })
+    };
+    let listen_s = need(t.listen, "listen", "\"127.0.0.1:8081\"")?;
+    let listen: SocketAddr = listen_s.parse().map_err(|_| {
+        ConfigError(format!(
+            "{} = {listen_s:?}: not an IP address with port; e.g. \"127.0.0.1:8081\"",
+            origin("tunnel.listen")
+        ))
+    })?;
+    if !listen.ip().is_loopback() {
+        return Err(ConfigError(format!(
+            "{} = {listen_s:?}: the tunnel listener must be on a loopback address (127.0.0.1 or [::1]): \
+             only cloudflared on this machine may reach it; LAN clients use [lan] listen",
+            origin("tunnel.listen")
+        )));
+    }
+    let team = need(t.team, "team", "\"myteam\"")?;
+    let aud = need(t.aud, "aud", "\"<the Access application's AUD tag>\"")?;
+    let leeway = match t.leeway_s {
+        None => DEFAULT_LEEWAY,
+        Some(s) if s <= 600 => Duration::from_secs(s),
+        Some(s) => {
+            return Err(ConfigError(format!(
+                "{} = {s}: allowed 0..=600 (seconds)",
+                origin("tunnel.leeway_s")
+            )))
+        }
+    };
+    let access = AccessConfig::new(&team, &aud, t.certs_url.as_deref(), leeway)
+        .map_err(|e| ConfigError(format!("{}: {e}", origin("tunnel"))))?;
+    Ok(TunnelConfig { listen, access })
 }
 
 /// `source_timeout_ms`: 0 (off) or 500..=600000.
@@ -254,7 +484,12 @@ mod tests {
     #[test]
     fn no_arguments_serve_the_test_source_on_localhost_8080() {
         let cfg = Config::from_cli(&cli(&[]).unwrap()).unwrap();
-        assert_eq!(cfg.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(
+            cfg.listen,
+            vec![ListenAddr::parse("127.0.0.1:8080").unwrap()]
+        );
+        assert!(!cfg.listen[0].https);
+        assert!(cfg.tls.is_none() && cfg.password_hash.is_none() && cfg.tunnel.is_none());
         assert_eq!(cfg.fragment_ms, 100);
         assert!(matches!(cfg.source, SourceSpec::Testsrc(_)));
     }
@@ -301,7 +536,10 @@ mod tests {
         let c = cli(&["--config", path.to_str().unwrap(), "--fragment-ms", "150"]).unwrap();
         let cfg = Config::from_cli(&c).unwrap();
         assert_eq!(cfg.fragment_ms, 150);
-        assert_eq!(cfg.listen, vec!["127.0.0.1:9000".parse().unwrap()]);
+        assert_eq!(
+            cfg.listen,
+            vec![ListenAddr::parse("127.0.0.1:9000").unwrap()]
+        );
         assert!(matches!(cfg.source, SourceSpec::Exec(_)));
     }
 
@@ -324,5 +562,113 @@ mod tests {
         let c = cli(&["--source", "bogus:x"]).unwrap();
         let err = Config::from_cli(&c).unwrap_err().to_string();
         assert!(err.contains("--source") && err.contains("testsrc"), "{err}");
+    }
+
+    fn from_file(name: &str, text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("pinhole-cfg-acc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        Config::from_cli(&cli(&["--config", path.to_str().unwrap()]).unwrap())
+    }
+
+    #[test]
+    fn lan_listeners_may_be_http_or_https_and_https_alone_means_a_generated_certificate() {
+        let cfg = from_file(
+            "lan.toml",
+            "state_dir = \"/tmp/x\"\n[lan]\nlisten = [\"0.0.0.0:8080\", \"https://[::]:8443\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.len(), 2);
+        assert!(!cfg.listen[0].https && cfg.listen[1].https);
+        assert_eq!(
+            cfg.tls,
+            Some(CertSource::Generated {
+                state_dir: PathBuf::from("/tmp/x")
+            })
+        );
+        let c = cli(&["--listen", "https://127.0.0.1:1", "--listen", "127.0.0.1:2"]).unwrap();
+        assert_eq!(c.listen[0].to_string(), "https://127.0.0.1:1");
+        assert_eq!(c.listen[1].to_string(), "http://127.0.0.1:2");
+        assert!(cli(&["--listen", "ftp://127.0.0.1:1"]).is_err());
+    }
+
+    #[test]
+    fn lan_mistakes_name_the_key() {
+        let e = from_file(
+            "l1.toml",
+            "listen = [\"127.0.0.1:1\"]\n[lan]\nlisten = [\"127.0.0.1:2\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lan.listen") && e.contains("once"), "{e}");
+        let e = from_file("l2.toml", "[lan]\ncert = \"/c.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both cert and key"), "{e}");
+        let e = from_file("l3.toml", "[lan]\ncert = \"/c\"\nkey = \"/k\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no LAN address is https://"), "{e}");
+        let e = from_file("l4.toml", "[lan]\npassword_hash = \"hunter2\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lan.password_hash") && e.contains("hash-password"),
+            "{e}"
+        );
+        let e = from_file("l5.toml", "[lan]\npasword_hash = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pasword_hash"), "{e}");
+    }
+
+    #[test]
+    fn the_tunnel_listener_is_loopback_only_and_needs_team_and_aud() {
+        let ok = "[tunnel]\nlisten = \"127.0.0.1:8081\"\nteam = \"myteam\"\naud = \"abc\"\n";
+        let cfg = from_file("t1.toml", ok).unwrap();
+        let t = cfg.tunnel.unwrap();
+        assert_eq!(t.listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(t.access.issuer(), "https://myteam.cloudflareaccess.com");
+        assert_eq!(t.access.leeway, DEFAULT_LEEWAY);
+        for (addr, ok) in [
+            ("0.0.0.0:8081", false),
+            ("192.168.1.2:8081", false),
+            ("[::]:8081", false),
+            ("[::1]:8081", true),
+        ] {
+            let r = from_file("t2.toml", &ok_with(addr));
+            assert_eq!(r.is_ok(), ok, "{addr}");
+            if let Err(e) = r {
+                let e = e.to_string();
+                assert!(e.contains("tunnel.listen") && e.contains("loopback"), "{e}");
+            }
+        }
+        let e = from_file(
+            "t3.toml",
+            "[tunnel]\nlisten = \"127.0.0.1:8081\"\nteam = \"t\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tunnel.aud") && e.contains("missing"), "{e}");
+        let e = from_file("t4.toml", &format!("{ok}leeway_s = 3600\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tunnel.leeway_s"), "{e}");
+        let e = from_file("t5.toml", &format!("listen = [\"127.0.0.1:8081\"]\n{ok}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port of its own"), "{e}");
+        let e = from_file(
+            "t6.toml",
+            &format!("{ok}certs_url = \"http://10.0.0.1/certs\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("certs_url") && e.contains("loopback"), "{e}");
+    }
+
+    fn ok_with(addr: &str) -> String {
+        format!("[tunnel]\nlisten = \"{addr}\"\nteam = \"myteam\"\naud = \"abc\"\n")
     }
 }

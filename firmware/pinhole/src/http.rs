@@ -26,18 +26,18 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+use crate::access::Access;
+use crate::auth::Auth;
 use crate::hls::{Hls, HlsConfig, Reply};
 use crate::hub::{Hub, Viewer};
+use crate::limits;
+use crate::policy::{self, Admission, Policy};
 use crate::status::Status;
 use crate::ui;
 
 /// Sent when nothing else went out for this long. Cloudflare cuts idle streams after 100 s;
 /// a few seconds also lets clients notice a dead connection quickly.
 pub const HEARTBEAT: Duration = Duration::from_secs(3);
-/// Open connections per listener; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 256;
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for responses to finish before closing sockets.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -46,6 +46,10 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub struct AppState {
     pub hub: Arc<Hub>,
     pub status: Arc<Status>,
+    /// The LAN password policy, if any (for `/metrics`).
+    pub auth: Option<Arc<Auth>>,
+    /// The tunnel listener's Cloudflare Access policy, if any (for `/metrics`).
+    pub access: Option<Arc<Access>>,
 }
 
 /// The routes, decoded from method and path in one pure function.
@@ -307,6 +311,12 @@ pub async fn handle(state: &AppState, hls: &Hls, req: &Request<Incoming>) -> Res
         Route::Metrics => {
             let mut text = state.status.snapshot(state.hub.counters()).to_prometheus();
             text.push_str(&hls.prometheus());
+            if let Some(a) = &state.auth {
+                text.push_str(&a.prometheus());
+            }
+            if let Some(a) = &state.access {
+                text.push_str(&a.prometheus());
+            }
             with_type(
                 Body::full(text),
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -332,23 +342,57 @@ pub async fn handle(state: &AppState, hls: &Hls, req: &Request<Incoming>) -> Res
 pub async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
     let mut out = Vec::new();
     for addr in addrs {
-        let l = TcpListener::bind(addr).await.map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-                " (is another pinhole or another server already listening there? choose another with --listen)"
-            } else {
-                ""
-            };
-            anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
-        })?;
-        out.push(l);
+        out.push(bind_one(*addr).await?);
     }
     Ok(out)
+}
+
+pub async fn bind_one(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (is another pinhole or another server already listening there? choose another address)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+    })
+}
+
+/// One bound socket with what it speaks and whom it lets in. The policy travels with the
+/// listener into every connection it accepts: see [`crate::policy`].
+pub struct Listener {
+    pub tcp: TcpListener,
+    /// HTTPS when set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub policy: Policy,
+    /// Open connections allowed per client (`None`: only the total applies; the tunnel
+    /// listener's only client is cloudflared).
+    pub per_client: Option<u32>,
+}
+
+impl Listener {
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        match self.tcp.local_addr() {
+            Ok(a) => format!("{scheme}://{a}/"),
+            Err(_) => format!("{scheme}://?/"),
+        }
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("url", &self.url())
+            .field("policy", &self.policy.describe())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Serves until `shutdown` turns true, then lets open responses finish for up to
 /// [`SHUTDOWN_GRACE`] (the caller has already closed the hub, which ends the endless ones).
 pub async fn serve(
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     state: Arc<AppState>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -366,14 +410,22 @@ pub async fn serve(
         let graceful = graceful.clone();
         let mut shutdown = shutdown.clone();
         loops.push(tokio::spawn(async move {
-            let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+            let Listener {
+                tcp,
+                tls,
+                policy,
+                per_client,
+            } = listener;
+            let policy = Arc::new(policy);
+            let limit = Arc::new(Semaphore::new(limits::MAX_CONNECTIONS));
+            let per_client = per_client.map(limits::PerClient::new);
             loop {
                 let permit = tokio::select! {
                     p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                     _ = shutdown.changed() => break,
                 };
                 let (stream, peer) = tokio::select! {
-                    r = listener.accept() => match r {
+                    r = tcp.accept() => match r {
                         Ok(x) => x,
                         Err(e) => {
                             // EMFILE and friends: back off briefly instead of spinning.
@@ -384,25 +436,74 @@ pub async fn serve(
                     },
                     _ = shutdown.changed() => break,
                 };
+                // Over its share: closed at once, before any byte is read.
+                let slot = match &per_client {
+                    Some(pc) => match pc.admit(peer.ip()) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            tracing::debug!(%peer, "too many connections from this client; closed");
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY not set");
                 }
+                let secure = tls.is_some();
                 let state = state.clone();
                 let hls = hls.clone();
+                let policy = policy.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
                     let hls = hls.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, &hls, &req).await) }
+                    let policy = policy.clone();
+                    async move {
+                        let resp = match policy::admit(&policy, req, peer.ip(), secure).await {
+                            Admission::Serve(req) => handle(&state, &hls, &req).await,
+                            Admission::Answer(resp) => resp,
+                        };
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_TIMEOUT)
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                    .header_read_timeout(limits::HEADER_TIMEOUT)
+                    .max_buf_size(limits::MAX_HEADER_BYTES);
+                let graceful = graceful.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let result = match tls {
+                        None => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            graceful.watch(conn).await
+                        }
+                        Some(acceptor) => {
+                            let handshake = tokio::time::timeout(
+                                limits::TLS_HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(tls)) => {
+                                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                                    graceful.watch(conn).await
+                                }
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    Ok(())
+                                }
+                            }
+                        }
+                    };
+                    if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                     drop(permit);
                 });
             }

@@ -6,12 +6,17 @@
 //! ```
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod access;
+pub mod auth;
 pub mod config;
 pub mod hls;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod pipeline;
+pub mod policy;
 pub mod sdnotify;
 pub mod source;
 pub mod status;
+pub mod tls;
 pub mod ui;

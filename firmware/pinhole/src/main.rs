@@ -9,11 +9,21 @@ use clap::Parser;
 use tokio::sync::watch;
 
 use media::segmenter::SegmenterConfig;
-use pinhole::config::{Cli, Config};
-use pinhole::{http, hub, pipeline, sdnotify, source, status};
+use pinhole::config::{Cli, Command, Config};
+use pinhole::policy::Policy;
+use pinhole::{access, auth, http, hub, limits, pipeline, sdnotify, source, status, tls};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::HashPassword) = cli.command {
+        return hash_password();
+    }
+    if let Some(Command::Probe) = cli.command {
+        let report = source::v4l2::probe::render(&source::v4l2::probe::gather());
+        // A closed pipe (`pinhole probe | head`) is not a failure.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes());
+        return ExitCode::SUCCESS;
+    }
     let config = match Config::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -62,13 +72,140 @@ fn init_logging(filter: Option<&str>) {
         .init();
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
-    let listeners = http::bind(&config.listen).await?;
-    for l in &listeners {
-        if let Ok(addr) = l.local_addr() {
-            tracing::info!("serving on http://{addr}/");
+/// `pinhole hash-password`: one line from stdin (echo off on a terminal) to an argon2id hash.
+fn hash_password() -> ExitCode {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    let saved = if tty {
+        eprint!("Password: ");
+        no_echo()
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ =
+            nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, &t);
+        eprintln!();
+    }
+    if let Err(e) = read {
+        eprintln!("pinhole hash-password: cannot read standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match auth::hash_password(password) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pinhole hash-password: {e} (give the password on standard input, one line)");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Turns terminal echo off; returns the settings to restore.
+fn no_echo() -> Option<nix::sys::termios::Termios> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let saved = tcgetattr(std::io::stdin()).ok()?;
+    let mut t = saved.clone();
+    t.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(std::io::stdin(), SetArg::TCSANOW, &t).ok()?;
+    Some(saved)
+}
+
+/// Binds the LAN listeners and the tunnel listener, each with its own policy.
+async fn listeners(
+    config: &Config,
+) -> anyhow::Result<(
+    Vec<http::Listener>,
+    Option<Arc<auth::Auth>>,
+    Option<Arc<access::Access>>,
+)> {
+    let tls = match &config.tls {
+        Some(source) => {
+            let addrs: Vec<_> = config.listen.iter().map(|l| l.addr.ip()).collect();
+            let loaded = tls::load(source, &addrs).map_err(|e| anyhow::anyhow!("HTTPS: {e}"))?;
+            if loaded.generated {
+                tracing::info!(cert = %loaded.cert_path.display(), "made a self-signed certificate for HTTPS");
+            }
+            tracing::info!(
+                cert = %loaded.cert_path.display(),
+                sha256 = %loaded.fingerprint,
+                "HTTPS certificate (compare the fingerprint with what the browser shows)"
+            );
+            Some(tokio_rustls::TlsAcceptor::from(loaded.config))
+        }
+        None => None,
+    };
+    let auth = match &config.password_hash {
+        Some(h) => Some(Arc::new(
+            auth::Auth::new(h).map_err(|e| anyhow::anyhow!("lan.password_hash: {e}"))?,
+        )),
+        None => None,
+    };
+    let lan_policy = match &auth {
+        Some(a) => Policy::Password(a.clone()),
+        None => Policy::Open,
+    };
+    let mut out = Vec::new();
+    for l in &config.listen {
+        let listener = http::Listener {
+            tcp: http::bind_one(l.addr).await?,
+            tls: if l.https { tls.clone() } else { None },
+            policy: lan_policy.clone(),
+            per_client: Some(limits::MAX_CONNECTIONS_PER_CLIENT),
+        };
+        tracing::info!(
+            "serving on {} (LAN, {})",
+            listener.url(),
+            listener.policy.describe()
+        );
+        if auth.is_none() && !l.addr.ip().is_loopback() {
+            tracing::info!(
+                "{} has no password: anyone who can reach it may watch (set [lan] password_hash)",
+                listener.url()
+            );
+        }
+        if auth.is_none() && l.addr.ip().is_loopback() && config.tunnel.is_some() {
+            tracing::info!(
+                "{} is open: point cloudflared at the tunnel listener, never at this one",
+                listener.url()
+            );
+        }
+        out.push(listener);
+    }
+    let access = match &config.tunnel {
+        Some(t) => {
+            let a = Arc::new(
+                access::Access::new(t.access.clone())
+                    .map_err(|e| anyhow::anyhow!("tunnel: {e}"))?,
+            );
+            let listener = http::Listener {
+                tcp: http::bind_one(t.listen).await?,
+                tls: None,
+                policy: Policy::CloudflareAccess(a.clone()),
+                per_client: None,
+            };
+            tracing::info!(
+                "serving on {} (tunnel, {})",
+                listener.url(),
+                listener.policy.describe()
+            );
+            out.push(listener);
+            Some(a)
+        }
+        None => None,
+    };
+    Ok((out, auth, access))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let (listeners, auth, access) = listeners(&config).await?;
 
     let hub = hub::Hub::new();
     let status = Arc::new(status::Status::new(
@@ -99,9 +236,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         status.clone(),
         shutdown_rx.clone(),
     ));
+    if let Some(a) = &access {
+        tokio::spawn(a.clone().keep_fresh(shutdown_rx.clone()));
+    }
     let state = Arc::new(http::AppState {
         hub: hub.clone(),
         status,
+        auth,
+        access,
     });
     let server = tokio::spawn(http::serve(listeners, state, shutdown_rx));
 
