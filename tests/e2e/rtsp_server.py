@@ -5,7 +5,7 @@
 Run with Debian's /usr/bin/python3 (it has `gi`; the test venv's python does not):
 
     /usr/bin/python3 tests/e2e/rtsp_server.py --port 8554 [--size 320x240] [--fps 30]
-        [--switch-after 3 --switch-size 480x272] [--user U --password P]
+        [--switch-after 3 --switch-size 480x272] [--user U --password P] [--pattern snow]
 
 It prints "READY" on stdout once the port listens, and runs until killed. The media is shared
 between clients and kept running between them, so a reconnecting client gets frames at once.
@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--fps", type=int, default=30)
     ap.add_argument("--gop", type=int, default=30, help="key-int-max of x264enc (frames)")
     ap.add_argument("--bitrate", type=int, default=800, help="kbit/s")
+    ap.add_argument("--pattern", default="ball", help="videotestsrc pattern (snow: noise that really costs bits)")
     ap.add_argument("--switch-after", type=float, default=0.0, help="seconds; 0: never")
     ap.add_argument("--switch-size", default="480x272")
     ap.add_argument("--user")
@@ -42,7 +43,7 @@ def main() -> int:
     Gst.init(None)
     w, h = args.size.split("x")
     launch = (
-        f"( videotestsrc is-live=true pattern=ball ! "
+        f"( videotestsrc is-live=true pattern={args.pattern} ! "
         f"capsfilter name=caps caps=video/x-raw,width={w},height={h},framerate={args.fps}/1 ! "
         f"videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast bframes=0 "
         f"key-int-max={args.gop} bitrate={args.bitrate} ! "
