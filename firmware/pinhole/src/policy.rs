@@ -246,3 +246,119 @@ fn busy() -> Response<Body> {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{AccessConfig, DEFAULT_LEEWAY};
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use http_body_util::Empty;
+
+    fn req(method: Method, path: &str, headers: &[(&str, &str)]) -> Request<Empty<Bytes>> {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Empty::new()).unwrap()
+    }
+
+    fn answer<B>(a: Admission<B>) -> Option<Response<Body>> {
+        match a {
+            Admission::Serve(_) => None,
+            Admission::Answer(r) => Some(r),
+        }
+    }
+
+    fn password_policy() -> Policy {
+        let params = argon2::Params::new(64, 1, 1, None).unwrap();
+        let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let phc = a.hash_password(b"pw", &salt).unwrap().to_string();
+        Policy::Password(Arc::new(Auth::new(&phc).unwrap()))
+    }
+
+    fn access_policy() -> Policy {
+        // The key server is a closed port: no key is ever known, which does not matter for
+        // requests that carry no token at all.
+        let cfg = AccessConfig::new(
+            "myteam",
+            "aud",
+            Some("http://127.0.0.1:9/certs"),
+            DEFAULT_LEEWAY,
+        )
+        .unwrap();
+        Policy::CloudflareAccess(Arc::new(Access::new(cfg).unwrap()))
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    // "x:pw" in Basic.
+    const BASIC: (&str, &str) = ("authorization", "Basic eDpwdw==");
+
+    #[tokio::test]
+    async fn the_tunnel_policy_ignores_every_lan_credential() {
+        let p = access_policy();
+        let lan = [BASIC, ("cookie", "pinhole_session=AAAA")];
+        for path in [
+            "/",
+            "/login.html",
+            "/api/login",
+            "/api/status",
+            "/api/video/cmaf",
+        ] {
+            let r = answer(admit(&p, req(Method::GET, path, &lan), IP, true).await)
+                .unwrap_or_else(|| panic!("{path} was served on LAN credentials"));
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+            assert!(r.headers().get(header::SET_COOKIE).is_none());
+        }
+        let r = answer(admit(&p, req(Method::POST, "/api/login", &[]), IP, true).await).unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::FORBIDDEN,
+            "no LAN login through the tunnel"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_password_policy_lets_in_the_login_page_and_credentials_only() {
+        let p = password_policy();
+        let r = answer(admit(&p, req(Method::GET, "/", &[]), IP, false).await).unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], LOGIN_PAGE);
+        assert!(answer(admit(&p, req(Method::GET, LOGIN_PAGE, &[]), IP, false).await).is_none());
+        let jwt = [("cf-access-jwt-assertion", "a.b.c")];
+        for path in [
+            "/api/status",
+            "/api/video/cmaf",
+            "/hls/index.m3u8",
+            "/js/app.js",
+        ] {
+            let r = answer(admit(&p, req(Method::GET, path, &jwt), IP, false).await).unwrap();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+            assert!(r.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic "));
+        }
+        let r = answer(admit(&p, req(Method::GET, "/api/login", &[]), IP, false).await).unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert!(
+            answer(admit(&p, req(Method::GET, "/api/status", &[BASIC]), IP, false).await).is_none()
+        );
+        let r =
+            answer(admit(&p, req(Method::GET, "/api/login", &[BASIC]), IP, false).await).unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = answer(admit(&p, req(Method::PUT, "/api/login", &[]), IP, false).await).unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn the_open_policy_serves_everything() {
+        for path in ["/", "/api/status", "/api/login"] {
+            assert!(
+                answer(admit(&Policy::Open, req(Method::GET, path, &[]), IP, false).await)
+                    .is_none()
+            );
+        }
+    }
+}
