@@ -62,12 +62,12 @@ CONFIG FILE (--config FILE), TOML; flags override it:
   source = \"testsrc\"            # source URI, as above
   fragment_ms = 100             # CMAF fragment duration, 100..=300
   source_timeout_ms = 5000      # restart a source silent this long; 0: never (500..=600000)
+  log = \"info\"                  # log filter (tracing EnvFilter syntax)
+  state_dir = \"/var/lib/pinhole\" # generated certificate; default $STATE_DIRECTORY
   [rtsp]                        # defaults for rtsp:// sources (the URI's #options win)
   transport = \"tcp\"             # or \"udp\"; also teardown, initial_timestamp, initial_seq,
   user = \"admin\"                #   unknown_rtcp_ssrc, unassigned_channel_data, session_id
   password = \"secret\"           # used when the URL has no user:password@
-  log = \"info\"                  # log filter (tracing EnvFilter syntax)
-  state_dir = \"/var/lib/pinhole\" # generated certificate; default $STATE_DIRECTORY
   [lan]                         # the LAN listeners (top-level listen = [...] also works)
   listen = [\"0.0.0.0:8080\", \"https://0.0.0.0:8443\"]  # ADDR or https://ADDR
   cert = \"/etc/pinhole/cert.pem\"  # for https://; without cert and key, a self-signed
