@@ -671,4 +671,25 @@ mod tests {
     fn ok_with(addr: &str) -> String {
         format!("[tunnel]\nlisten = \"{addr}\"\nteam = \"myteam\"\naud = \"abc\"\n")
     }
+
+    /// The CONFIG FILE example in --help is a valid file: every key is known and sits in the
+    /// table the example puts it under.
+    #[test]
+    fn the_config_example_in_help_parses() {
+        let start = AFTER_HELP.find("CONFIG FILE").unwrap();
+        let block = &AFTER_HELP[start..];
+        let block = &block[block.find('\n').unwrap() + 1..block.find("\n\n").unwrap()];
+        let toml: String = block
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        let parsed = parse_file(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert!(
+            parsed.log.is_some() && parsed.state_dir.is_some(),
+            "top-level keys read as top-level"
+        );
+        let t = parsed.tunnel.unwrap();
+        assert_eq!(t.team.as_deref(), Some("myteam"));
+        assert_eq!(parsed.lan.unwrap().listen.unwrap().len(), 2);
+    }
 }
