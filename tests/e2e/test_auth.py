@@ -207,3 +207,37 @@ def test_https_with_a_generated_certificate_serves_the_stream(pinhole, tmp_path)
     fp2 = re.search(r"sha256=([0-9A-F:]{95})", ph2.log())
     assert fp2 and fp2.group(1) == fp.group(1), "a restart made a new certificate"
     assert "made a self-signed certificate" not in ph2.log()
+
+
+def test_a_browser_logs_in_through_the_login_page_and_plays(pinhole, tmp_path):
+    """Headless Chromium (tests/ui/login.mjs): / sends it to the login page; a wrong password
+    shows the message; the right one lands on the player with an HttpOnly, SameSite=Strict cookie
+    its scripts cannot read, the page's own requests carry it and frames are shown; and the login
+    page, visited again with the cookie, forwards to the player."""
+    import json
+    import shutil
+    from conftest import REPO
+    node = shutil.which("node")
+    assert node, "`node` is not installed: tests/run installs it (apt-get install -y nodejs npm)"
+    assert Path("/usr/bin/chromium").exists(), "/usr/bin/chromium is missing: tests/run installs it"
+    assert (REPO / "tests" / "hls" / "node_modules" / "playwright-core").is_dir(), \
+        "tests/hls/node_modules is missing: run `npm ci` in tests/hls (tests/run does)"
+    password = "browser-" + secrets.token_hex(4)
+    ph = pinhole(source="testsrc?size=320x240&fps=15&bitrate=300k",
+                 args=["--config", str(lan_config(tmp_path, password))], ready=False)
+    wait_answering(ph.port, ph)
+    # Chromium at a lower priority: on two cores its start-up would otherwise starve testsrc.
+    p = subprocess.run(["nice", "-n", "10", node, str(REPO / "tests" / "ui" / "login.mjs"),
+                        "--url", f"http://127.0.0.1:{ph.port}", "--password", password],
+                       capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, f"login.mjs exit {p.returncode}: {p.stderr[-2000:]}"
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert not r["errors"], r
+    assert r["landedOn"] == "/login.html", r
+    assert r["wrongMessage"] == "Wrong password.", r
+    assert r["afterLogin"] == "/", r
+    assert r["cookieVisibleToScripts"] is False, r
+    assert {"name": "pinhole_session", "httpOnly": True, "sameSite": "Strict", "secure": False} in r["cookies"], r
+    assert r["statusFromPage"] == 200, r
+    assert r["frames"] >= 10, r
+    assert r["loginPageForwards"] is True, r
