@@ -196,6 +196,9 @@ async function main() {
         return { w: c.width, h: c.height, png_bytes: Math.floor((url.length - 22) * 3 / 4), head: url.slice(0, 22) };
       })(),
       clock_offset_ms: window.pinhole && window.pinhole.clock ? window.pinhole.clock.offsetMs : null,
+      // the camera picker (shown when the device has several)
+      stream_options: [...document.querySelectorAll('#stream option')].map((o) => o.textContent),
+      stream_selected: document.querySelector('#stream option:checked')?.textContent ?? null,
       user_agent: navigator.userAgent,
       secure: window.isSecureContext,
     }));

@@ -21,6 +21,8 @@ const $ = (id) => document.getElementById(id);
 const video = $('video');
 const canvas = $('canvas');
 const params = new URLSearchParams(location.search);
+// Under /streams/NAME/ the page plays that camera; at / the first one.
+const BASE = (location.pathname.match(/^\/streams\/[A-Za-z0-9_-]+(?=\/)/) || [''])[0];
 const num = (k) => (params.has(k) && Number.isFinite(Number(params.get(k))) ? Number(params.get(k)) : undefined);
 
 const S = {
@@ -88,7 +90,7 @@ function startChunked() {
     onNeedRestart: () => { stream.stop(); stream.start(); },
   });
   let records = 0;
-  const stream = new CmafStream('/api/video/cmaf', {
+  const stream = new CmafStream(`${BASE}/api/video/cmaf`, {
     onConnect: (n, method) => { S.connections = n; S.method = method; },
     onBytes: countBytes,
     onDisconnect: noteError,
@@ -119,7 +121,7 @@ function isInitRecord(rec) {
 
 function startWebCodecs() {
   const player = new WebCodecsPlayer(canvas, { onFrame: frameShown });
-  const stream = new CmafStream('/api/video/cmaf', {
+  const stream = new CmafStream(`${BASE}/api/video/cmaf`, {
     onConnect: (n, method) => { S.connections = n; S.method = method; },
     onBytes: countBytes,
     onDisconnect: noteError,
@@ -145,7 +147,7 @@ function startCompat() {
   const hls = params.get('hls');
   if (nativeHls() && (hls === 'native' || (!mseAvailable() && hls !== 'parts'))) {
     S.submode = 'native HLS';
-    video.src = '/hls/stream.m3u8';
+    video.src = `${BASE}/hls/stream.m3u8`;
     video.play().catch(() => {});
     // The native player's timeline starts (currentTime 0) at the segment where it began
     // playing: the last one that starts HOLD-BACK or more before the live edge of the playlist
@@ -154,7 +156,7 @@ function startCompat() {
     let origin = null;
     const readOrigin = async () => {
       try {
-        const r = await fetch('/hls/stream.m3u8', { cache: 'no-store' });
+        const r = await fetch(`${BASE}/hls/stream.m3u8`, { cache: 'no-store' });
         const pl = parsePlaylist(await r.text());
         const limit = pl.pdtEnd - (pl.holdBackS ?? 3) * 1000;
         const before = pl.pdts.filter((t) => t <= limit);
@@ -168,7 +170,7 @@ function startCompat() {
     const onError = () => {
       noteError(video.error ? `video error ${video.error.code}` : 'video error');
       clearTimeout(retry);
-      retry = setTimeout(() => { video.src = '/hls/stream.m3u8'; readOrigin(); video.play().catch(() => {}); }, 1000);
+      retry = setTimeout(() => { video.src = `${BASE}/hls/stream.m3u8`; readOrigin(); video.play().catch(() => {}); }, 1000);
     };
     video.addEventListener('error', onError);
     return {
@@ -188,7 +190,7 @@ function startCompat() {
     onFatal: noteError,
     onNeedRestart: () => { follower.stop(); follower.start(); },
   });
-  const follower = new LlHlsFollower('/hls/', {
+  const follower = new LlHlsFollower(`${BASE}/hls/`, {
     onInit: (b, fresh) => player.onInit(b, fresh),
     onFragment: (b) => player.onFragment(b),
     onBytes: countBytes,
@@ -265,7 +267,7 @@ new StatusPoller((s) => {
   S.offlineMessage = s.message;
   if (s.online && S.firstFrameMs === null) showMessage('');
   else if (!s.online && (S.lastFrameAt === 0 || performance.now() - S.lastFrameAt > 3000)) showMessage(s.message);
-}).start();
+}, `${BASE}/api/status`).start();
 
 // --- controls --------------------------------------------------------------------------------
 
@@ -280,6 +282,26 @@ if (!WebCodecsPlayer.supported()) {
   o.disabled = true;
   o.textContent += ' (needs HTTPS)';
 }
+
+// Several cameras: a picker that opens the chosen one's page (one player per page).
+(async () => {
+  try {
+    const r = await fetch('/api/streams', { cache: 'no-store' });
+    if (!r.ok) return;
+    const list = (await r.json()).streams || [];
+    if (list.length < 2) return;
+    const sel = $('stream');
+    for (const st of list) {
+      const o = document.createElement('option');
+      o.value = st.path;
+      o.textContent = st.name;
+      if ((BASE ? `${BASE}/` : list[0].path) === st.path) o.selected = true;
+      sel.appendChild(o);
+    }
+    sel.parentElement.hidden = false;
+    sel.addEventListener('change', () => { location.href = sel.value + location.search; });
+  } catch { /* an older device: one camera */ }
+})();
 
 $('fullscreen').addEventListener('click', () => {
   const stage = $('stage');

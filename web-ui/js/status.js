@@ -2,8 +2,9 @@
 // "pinhole unreachable" when the device does not answer at all.
 
 export class StatusPoller {
-  constructor(onChange, everyMs = 2000) {
+  constructor(onChange, url = '/api/status', everyMs = 2000) {
     this.onChange = onChange;
+    this.url = url;
     this.everyMs = everyMs;
     this.last = null;
   }
@@ -14,7 +15,7 @@ export class StatusPoller {
       try {
         const ctrl = new AbortController();
         const t = setTimeout(() => ctrl.abort(), 3000);
-        const r = await fetch('/api/status', { cache: 'no-store', signal: ctrl.signal });
+        const r = await fetch(this.url, { cache: 'no-store', signal: ctrl.signal });
         clearTimeout(t);
         if (!r.ok) throw new Error(`HTTP ${r.status}`);
         const j = await r.json();

@@ -53,7 +53,9 @@ SOURCES (--source URI):
                       unassigned_channel_data=auto|assume-stale-session|error|ignore,
                       session_id=default|require-match|use-first (tolerances for broken
                       cameras; see retina's docs). Passwords are never logged or shown.
-                      rtsps:// is refused (no TLS in retina): use exec:ffmpeg for it.
+                      rtsps:// (TLS, default port 322; TCP only) goes through a loopback TLS
+                      bridge: Mozilla roots, or tls_ca=FILE (PEM; a camera's self-signed
+                      certificate works), or tls_insecure=true (encrypted, not verified).
                       Example: 'rtsp://admin:secret@192.168.1.20:554/stream1#transport=udp'
   Every source is restarted when it delivers no frame for source_timeout_ms (default 5000,
   exec: 10000; 0 turns the watchdog off).
@@ -78,6 +80,10 @@ CONFIG FILE (--config FILE), TOML; flags override it:
   team = \"myteam\"               # myteam.cloudflareaccess.com
   aud = \"4f1c...\"               # the Access application's AUD tag
   leeway_s = 60                 # clock skew allowed on exp/nbf, 0..=600
+  [[stream]]                    # several cameras: one table each, instead of source =
+  name = \"printer\"              # 1-32 of a-z A-Z 0-9 _ -; served under /streams/printer/
+  source = \"rtsp://10.0.0.5/s1\" # --source replaces the first table's source
+  fragment_ms = 100             # optional, as above; also source_timeout_ms
 
 ACCESS:
   LAN password: browsers get a login page and an HttpOnly, SameSite=Strict session cookie
@@ -96,7 +102,12 @@ ENDPOINTS:
   GET  /hls/index.m3u8    LL-HLS multivariant playlist (stream.m3u8: the media playlist,
                           with blocking reload; parts and segments cut from the same fragments)
   GET  /api/status        JSON status;  GET /metrics  Prometheus text;  GET /api/time  clock
-  GET  /login.html        the login page;  POST /api/login (form: password), POST /api/logout";
+  GET  /login.html        the login page;  POST /api/login (form: password), POST /api/logout
+  GET  /api/streams       the cameras: [{name, path, source, state, ...}]
+  Each camera's endpoints are also under /streams/NAME/ (/streams/NAME/api/video/cmaf,
+  /streams/NAME/hls/index.m3u8, /streams/NAME/api/status, the player at /streams/NAME/); the
+  first camera is at the plain paths above too. /metrics labels each camera's figures with
+  stream=\"NAME\" when there is more than one.";
 
 /// pinhole: a low-latency camera streamer. H.264 in, chunked CMAF and LL-HLS out.
 #[derive(Debug, Parser)]
@@ -197,6 +208,17 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     lan: Option<LanFile>,
     tunnel: Option<TunnelFile>,
+    stream: Option<Vec<StreamFile>>,
+}
+
+/// One `[[stream]]` table: a camera with its own name, source and routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamFile {
+    name: String,
+    source: String,
+    fragment_ms: Option<u32>,
+    source_timeout_ms: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,16 +252,44 @@ pub struct TunnelConfig {
 pub struct Config {
     /// The LAN listeners.
     pub listen: Vec<ListenAddr>,
-    pub source: SourceSpec,
-    /// The source watchdog's timeout: `None` for the source kind's default, zero for none.
-    pub source_timeout: Option<std::time::Duration>,
-    pub fragment_ms: u32,
+    /// The cameras, at least one. The first is also served at the contract's default paths.
+    pub streams: Vec<StreamConfig>,
     pub log: Option<String>,
     /// Where the HTTPS certificate comes from, if any LAN listener speaks HTTPS.
     pub tls: Option<CertSource>,
     /// The LAN password's argon2 PHC string (checked to parse); `None`: the LAN is open.
     pub password_hash: Option<String>,
     pub tunnel: Option<TunnelConfig>,
+}
+
+/// One camera: `[[stream]]` in the file, or the single stream of `source =` / `--source`.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Its name in `/streams/NAME/…`, status and metrics.
+    pub name: String,
+    pub source: SourceSpec,
+    /// The source watchdog's timeout: `None` for the source kind's default, zero for none.
+    pub source_timeout: Option<std::time::Duration>,
+    pub fragment_ms: u32,
+}
+
+/// The stream name used when the config has no `[[stream]]` tables.
+pub const DEFAULT_STREAM_NAME: &str = "cam";
+
+/// Stream names go into URL paths and metric labels: 1 to 32 of `a-z A-Z 0-9 _ -`.
+pub fn check_stream_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: a stream name is 1 to 32 letters, digits, '_' or '-' (it goes into /streams/NAME/)"
+        ))
+    }
 }
 
 /// A configuration error: one line for the user, already naming the key and what is allowed.
@@ -355,21 +405,6 @@ impl Config {
             (None, None) => DEFAULT_FRAGMENT_MS,
         };
 
-        let (uri, key) = match (&cli.source, &file.source) {
-            (Some(s), _) => (s.as_str(), "--source".to_string()),
-            (None, Some(s)) => (s.as_str(), origin("source")),
-            (None, None) => (DEFAULT_SOURCE, "source".to_string()),
-        };
-        let mut source = SourceSpec::parse(uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
-        if let (SourceSpec::Rtsp(r), Some(settings)) = (&mut source, &file.rtsp) {
-            r.apply_settings(settings).map_err(|e| {
-                let where_ = cli
-                    .config
-                    .as_ref()
-                    .map_or(String::new(), |p| format!("{}: ", p.display()));
-                ConfigError(format!("{where_}{e}"))
-            })?;
-        }
         let source_timeout_ms = match (cli.source_timeout_ms, file.source_timeout_ms) {
             (Some(ms), _) => Some(ms),
             (None, Some(ms)) => Some(parse_source_timeout(&ms.to_string()).map_err(|e| {
@@ -377,14 +412,108 @@ impl Config {
             })?),
             (None, None) => None,
         };
-        let source_timeout =
-            source_timeout_ms.map(|ms| std::time::Duration::from_millis(u64::from(ms)));
+        let to_duration = |ms: Option<u32>| ms.map(|ms| Duration::from_millis(u64::from(ms)));
+        let rtsp_settings = |source: &mut SourceSpec| -> Result<(), ConfigError> {
+            if let (SourceSpec::Rtsp(r), Some(settings)) = (source, &file.rtsp) {
+                r.apply_settings(settings).map_err(|e| {
+                    let where_ = cli
+                        .config
+                        .as_ref()
+                        .map_or(String::new(), |p| format!("{}: ", p.display()));
+                    ConfigError(format!("{where_}{e}"))
+                })?;
+            }
+            Ok(())
+        };
+
+        let streams = match file.stream {
+            // One camera: `source =` or --source (or the test source).
+            None => {
+                let (uri, key) = match (&cli.source, &file.source) {
+                    (Some(s), _) => (s.as_str(), "--source".to_string()),
+                    (None, Some(s)) => (s.as_str(), origin("source")),
+                    (None, None) => (DEFAULT_SOURCE, "source".to_string()),
+                };
+                let mut source =
+                    SourceSpec::parse(uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+                rtsp_settings(&mut source)?;
+                vec![StreamConfig {
+                    name: DEFAULT_STREAM_NAME.to_string(),
+                    source,
+                    source_timeout: to_duration(source_timeout_ms),
+                    fragment_ms,
+                }]
+            }
+            Some(tables) => {
+                if file.source.is_some() {
+                    return Err(ConfigError(format!(
+                        "{} and {}: give the source in each [[stream]] table, not also at the top level",
+                        origin("source"),
+                        origin("stream")
+                    )));
+                }
+                if tables.is_empty() {
+                    return Err(ConfigError(format!(
+                        "{} = []: list at least one [[stream]] with a name and a source, or remove it",
+                        origin("stream")
+                    )));
+                }
+                let mut out: Vec<StreamConfig> = Vec::with_capacity(tables.len());
+                for (i, t) in tables.into_iter().enumerate() {
+                    let at = |key: &str| origin(&format!("stream[{i}].{key}"));
+                    check_stream_name(&t.name)
+                        .map_err(|e| ConfigError(format!("{} = {e}", at("name"))))?;
+                    if out.iter().any(|o| o.name == t.name) {
+                        return Err(ConfigError(format!(
+                            "{} = {:?}: another [[stream]] already has this name; names must be unique",
+                            at("name"),
+                            t.name
+                        )));
+                    }
+                    // --source replaces the first camera's source (handy for a quick test).
+                    let (uri, key) = match (&cli.source, i) {
+                        (Some(s), 0) => (s.clone(), "--source".to_string()),
+                        _ => (t.source.clone(), at("source")),
+                    };
+                    let mut source =
+                        SourceSpec::parse(&uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+                    rtsp_settings(&mut source)?;
+                    let fragment_ms = match (cli.fragment_ms, t.fragment_ms) {
+                        (Some(ms), _) => ms,
+                        (None, Some(ms)) if FRAGMENT_MS_RANGE.contains(&ms) => ms,
+                        (None, Some(ms)) => {
+                            return Err(ConfigError(format!(
+                                "{} = {ms}: allowed {}..={} (milliseconds)",
+                                at("fragment_ms"),
+                                FRAGMENT_MS_RANGE.start(),
+                                FRAGMENT_MS_RANGE.end()
+                            )))
+                        }
+                        (None, None) => fragment_ms,
+                    };
+                    let timeout_ms = match (cli.source_timeout_ms, t.source_timeout_ms) {
+                        (Some(ms), _) => Some(ms),
+                        (None, Some(ms)) => {
+                            Some(parse_source_timeout(&ms.to_string()).map_err(|e| {
+                                ConfigError(format!("{} = {ms}: {e}", at("source_timeout_ms")))
+                            })?)
+                        }
+                        (None, None) => source_timeout_ms,
+                    };
+                    out.push(StreamConfig {
+                        name: t.name,
+                        source,
+                        source_timeout: to_duration(timeout_ms),
+                        fragment_ms,
+                    });
+                }
+                out
+            }
+        };
 
         Ok(Config {
             listen,
-            source,
-            source_timeout,
-            fragment_ms,
+            streams,
             log: cli.log.clone().or(file.log),
             tls,
             password_hash,
@@ -490,8 +619,8 @@ mod tests {
         );
         assert!(!cfg.listen[0].https);
         assert!(cfg.tls.is_none() && cfg.password_hash.is_none() && cfg.tunnel.is_none());
-        assert_eq!(cfg.fragment_ms, 100);
-        assert!(matches!(cfg.source, SourceSpec::Testsrc(_)));
+        assert_eq!(cfg.streams[0].fragment_ms, 100);
+        assert!(matches!(cfg.streams[0].source, SourceSpec::Testsrc(_)));
     }
 
     #[test]
@@ -535,12 +664,12 @@ mod tests {
         .unwrap();
         let c = cli(&["--config", path.to_str().unwrap(), "--fragment-ms", "150"]).unwrap();
         let cfg = Config::from_cli(&c).unwrap();
-        assert_eq!(cfg.fragment_ms, 150);
+        assert_eq!(cfg.streams[0].fragment_ms, 150);
         assert_eq!(
             cfg.listen,
             vec![ListenAddr::parse("127.0.0.1:9000").unwrap()]
         );
-        assert!(matches!(cfg.source, SourceSpec::Exec(_)));
+        assert!(matches!(cfg.streams[0].source, SourceSpec::Exec(_)));
     }
 
     #[test]
@@ -570,6 +699,64 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         Config::from_cli(&cli(&["--config", path.to_str().unwrap()]).unwrap())
+    }
+
+    #[test]
+    fn stream_tables_give_several_cameras_with_their_own_names_sources_and_durations() {
+        let cfg = from_file(
+            "streams.toml",
+            "fragment_ms = 200\nsource_timeout_ms = 3000\n\
+             [[stream]]\nname = \"printer\"\nsource = \"exec:cat a.h264\"\n\
+             [[stream]]\nname = \"door-1\"\nsource = \"testsrc?size=640x360\"\nfragment_ms = 100\n\
+             source_timeout_ms = 0\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = cfg.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["printer", "door-1"]);
+        assert!(matches!(cfg.streams[0].source, SourceSpec::Exec(_)));
+        assert!(matches!(cfg.streams[1].source, SourceSpec::Testsrc(_)));
+        // top-level values are the defaults; a table's own value wins
+        assert_eq!(cfg.streams[0].fragment_ms, 200);
+        assert_eq!(cfg.streams[1].fragment_ms, 100);
+        assert_eq!(cfg.streams[0].source_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(cfg.streams[1].source_timeout, Some(Duration::ZERO));
+        // without tables: one stream called "cam"
+        let one = from_file("one.toml", "source = \"testsrc\"\n").unwrap();
+        assert_eq!(one.streams.len(), 1);
+        assert_eq!(one.streams[0].name, DEFAULT_STREAM_NAME);
+    }
+
+    #[test]
+    fn bad_stream_tables_are_refused_naming_the_table_and_key() {
+        let dup = "[[stream]]\nname = \"a\"\nsource = \"testsrc\"\n[[stream]]\nname = \"a\"\nsource = \"testsrc\"\n";
+        let err = from_file("dup.toml", dup).unwrap_err().to_string();
+        assert!(
+            err.contains("stream[1].name") && err.contains("unique"),
+            "{err}"
+        );
+        let slash = "[[stream]]\nname = \"../x\"\nsource = \"testsrc\"\n";
+        let err = from_file("slash.toml", slash).unwrap_err().to_string();
+        assert!(
+            err.contains("stream[0].name") && err.contains("letters"),
+            "{err}"
+        );
+        let both = "source = \"testsrc\"\n[[stream]]\nname = \"a\"\nsource = \"testsrc\"\n";
+        let err = from_file("both.toml", both).unwrap_err().to_string();
+        assert!(err.contains("each [[stream]]"), "{err}");
+        let bad_src = "[[stream]]\nname = \"a\"\nsource = \"nope:x\"\n";
+        let err = from_file("src.toml", bad_src).unwrap_err().to_string();
+        assert!(err.contains("stream[0].source"), "{err}");
+        let frag = "[[stream]]\nname = \"a\"\nsource = \"testsrc\"\nfragment_ms = 20\n";
+        let err = from_file("frag.toml", frag).unwrap_err().to_string();
+        assert!(
+            err.contains("stream[0].fragment_ms = 20") && err.contains("100..=300"),
+            "{err}"
+        );
+        let typo = "[[stream]]\nname = \"a\"\nsorce = \"testsrc\"\n";
+        let err = from_file("typo.toml", typo).unwrap_err().to_string();
+        assert!(err.contains("sorce"), "{err}");
+        assert!(check_stream_name(&"x".repeat(33)).is_err());
+        assert!(check_stream_name("Front_door-2").is_ok());
     }
 
     #[test]
@@ -691,5 +878,9 @@ mod tests {
         let t = parsed.tunnel.unwrap();
         assert_eq!(t.team.as_deref(), Some("myteam"));
         assert_eq!(parsed.lan.unwrap().listen.unwrap().len(), 2);
+        let streams = parsed.stream.unwrap();
+        assert_eq!(streams.len(), 1);
+        assert_eq!(streams[0].name, "printer");
+        assert_eq!(streams[0].fragment_ms, Some(100));
     }
 }

@@ -41,11 +41,19 @@ pub const HEARTBEAT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for responses to finish before closing sockets.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// One camera as the HTTP side sees it.
+#[derive(Debug, Clone)]
+pub struct StreamHandle {
+    pub name: String,
+    pub hub: Arc<Hub>,
+    pub status: Arc<Status>,
+}
+
 /// Everything a request handler may look at.
 #[derive(Debug)]
 pub struct AppState {
-    pub hub: Arc<Hub>,
-    pub status: Arc<Status>,
+    /// The cameras, at least one; the first is also served at the plain paths.
+    pub streams: Vec<StreamHandle>,
     /// The LAN password policy, if any (for `/metrics`).
     pub auth: Option<Arc<Auth>>,
     /// The tunnel listener's Cloudflare Access policy, if any (for `/metrics`).
@@ -63,13 +71,33 @@ pub enum Route {
     Cmaf,
     Status,
     Metrics,
+    /// The list of cameras.
+    Streams,
+    /// `/streams/NAME` without the slash: the player lives at `/streams/NAME/`.
+    StreamRedirect,
     /// A name under `/hls/` (see [`media::hls::Resource`]).
     Hls(media::hls::Resource),
     NotFound,
     MethodNotAllowed(&'static str),
 }
 
+/// Which camera a path is about, and the path within it: `/streams/NAME/REST` is camera NAME
+/// with `/REST`; any other path is the first camera's. `None` for an unknown name.
+pub fn split_stream<'a>(names: &[&str], path: &'a str) -> Option<(usize, &'a str)> {
+    let Some(rest) = path.strip_prefix("/streams/") else {
+        return Some((0, path));
+    };
+    let (name, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    names.iter().position(|n| *n == name).map(|i| (i, tail))
+}
+
 pub fn route(method: &Method, path: &str) -> Route {
+    if path.is_empty() {
+        return Route::StreamRedirect;
+    }
     if let Some(name) = path.strip_prefix("/hls/") {
         return match media::hls::Resource::parse(name) {
             Some(r) if method == Method::GET || method == Method::HEAD => Route::Hls(r),
@@ -84,6 +112,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         "/api/status" => ("GET, HEAD", Route::Status),
         "/metrics" => ("GET, HEAD", Route::Metrics),
         "/api/time" => ("GET, HEAD", Route::Time),
+        "/api/streams" => ("GET, HEAD", Route::Streams),
         _ => match ui::find(path) {
             Some(i) => ("GET, HEAD", Route::Ui(i)),
             None => return Route::NotFound,
@@ -269,14 +298,53 @@ fn ui_file(i: usize, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
-pub async fn handle(state: &AppState, hls: &Hls, req: &Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
-    let mut resp = match route(req.method(), req.uri().path()) {
+    let names: Vec<&str> = state.streams.iter().map(|s| s.name.as_str()).collect();
+    let Some((idx, path)) = split_stream(&names, req.uri().path()) else {
+        return plain(StatusCode::NOT_FOUND, "no such stream (see /api/streams)");
+    };
+    let all_hls = hls;
+    let (Some(stream), Some(hls)) = (state.streams.get(idx), hls.get(idx)) else {
+        return plain(StatusCode::NOT_FOUND, "no such stream (see /api/streams)");
+    };
+    let mut resp = match route(req.method(), path) {
         Route::Index => match ui::find("/") {
             Some(i) => ui_file(i, req),
             None => plain(StatusCode::NOT_FOUND, "not found"),
         },
+        Route::StreamRedirect => {
+            let mut r = plain(StatusCode::MOVED_PERMANENTLY, "moved");
+            let to = format!("/streams/{}/", stream.name);
+            if let Ok(v) = header::HeaderValue::from_str(&to) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
         Route::Ui(i) => ui_file(i, req),
+        Route::Streams => {
+            let list: Vec<serde_json::Value> = state
+                .streams
+                .iter()
+                .map(|s| {
+                    let snap = s.status.snapshot(s.hub.counters());
+                    serde_json::json!({
+                        "name": s.name,
+                        "path": format!("/streams/{}/", s.name),
+                        "source": snap.source.uri,
+                        "state": snap.source.state,
+                        "codec": snap.video.codec,
+                        "width": snap.video.width,
+                        "height": snap.video.height,
+                        "viewers": snap.viewers,
+                    })
+                })
+                .collect();
+            match serde_json::to_vec(&serde_json::json!({ "streams": list })) {
+                Ok(json) => with_type(Body::full(json), "application/json", "no-store"),
+                Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("streams: {e}")),
+            }
+        }
         Route::Time => {
             let unix_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -294,7 +362,7 @@ pub async fn handle(state: &AppState, hls: &Hls, req: &Request<Incoming>) -> Res
             r
         }
         Route::Cmaf => {
-            let viewer = state.hub.subscribe();
+            let viewer = stream.hub.subscribe();
             with_type(
                 Body::Cmaf(Box::new(CmafBody::new(viewer))),
                 "video/mp4",
@@ -302,15 +370,24 @@ pub async fn handle(state: &AppState, hls: &Hls, req: &Request<Incoming>) -> Res
             )
         }
         Route::Status => {
-            let snap = state.status.snapshot(state.hub.counters());
+            let snap = stream.status.snapshot(stream.hub.counters());
             match serde_json::to_vec(&snap) {
                 Ok(json) => with_type(Body::full(json), "application/json", "no-store"),
                 Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("status: {e}")),
             }
         }
         Route::Metrics => {
-            let mut text = state.status.snapshot(state.hub.counters()).to_prometheus();
-            text.push_str(&hls.prometheus());
+            let per_stream: Vec<(&str, String)> = state
+                .streams
+                .iter()
+                .zip(all_hls)
+                .map(|(s, h)| {
+                    let mut t = s.status.snapshot(s.hub.counters()).to_prometheus();
+                    t.push_str(&h.prometheus());
+                    (s.name.as_str(), t)
+                })
+                .collect();
+            let mut text = crate::metrics::merge(&per_stream);
             if let Some(a) = &state.auth {
                 text.push_str(&a.prometheus());
             }
@@ -397,12 +474,18 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
-    let fragment_ms = state.status.snapshot(state.hub.counters()).fragment_ms;
-    let hls = Arc::new(Hls::new(
-        state.hub.clone(),
-        HlsConfig::new(fragment_ms.saturating_mul(90)),
-        shutdown.clone(),
-    ));
+    let hls: Arc<[Arc<Hls>]> = state
+        .streams
+        .iter()
+        .map(|s| {
+            let fragment_ms = s.status.snapshot(s.hub.counters()).fragment_ms;
+            Arc::new(Hls::new(
+                s.hub.clone(),
+                HlsConfig::new(fragment_ms.saturating_mul(90)),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
     let mut loops = Vec::new();
     for listener in listeners {
         let state = state.clone();
@@ -523,6 +606,30 @@ pub async fn serve(
 mod tests {
     use super::*;
     use media::hls::Resource;
+
+    #[test]
+    fn stream_paths_pick_the_camera_and_everything_else_is_the_first() {
+        let names = ["front", "garage"];
+        assert_eq!(
+            split_stream(&names, "/api/video/cmaf"),
+            Some((0, "/api/video/cmaf"))
+        );
+        assert_eq!(
+            split_stream(&names, "/streams/garage/api/video/cmaf"),
+            Some((1, "/api/video/cmaf"))
+        );
+        assert_eq!(split_stream(&names, "/streams/front/"), Some((0, "/")));
+        assert_eq!(split_stream(&names, "/streams/garage"), Some((1, "")));
+        assert_eq!(
+            split_stream(&names, "/streams/garage/hls/part-7-1.m4s"),
+            Some((1, "/hls/part-7-1.m4s"))
+        );
+        assert_eq!(split_stream(&names, "/streams/attic/"), None);
+        assert_eq!(split_stream(&names, "/streams/../etc/passwd"), None);
+        assert_eq!(split_stream(&names, "/streams//api/status"), None);
+        assert_eq!(route(&Method::GET, ""), Route::StreamRedirect);
+        assert_eq!(route(&Method::GET, "/api/streams"), Route::Streams);
+    }
 
     #[test]
     fn routes_decode_as_a_table() {

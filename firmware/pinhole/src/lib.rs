@@ -13,6 +13,7 @@ pub mod hls;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod sdnotify;

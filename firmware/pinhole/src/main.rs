@@ -207,41 +207,55 @@ async fn listeners(
 async fn run(config: Config) -> anyhow::Result<()> {
     let (listeners, auth, access) = listeners(&config).await?;
 
-    let hub = hub::Hub::new();
-    let status = Arc::new(status::Status::new(
-        config.source.display_uri(),
-        config.fragment_ms,
-    ));
-    let seg_config = SegmenterConfig {
-        fragment_duration_90k: config.fragment_ms * 90,
-        low_delay_vui: true,
-    };
-    let pipeline = pipeline::Pipeline::new(seg_config, hub.clone(), status.clone())
-        .context("segmenter configuration")?;
-    let flow = pipeline.flow();
-    let pipeline = Arc::new(Mutex::new(pipeline));
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let notify_task = spawn_sd_notify(
-        flow,
-        pipeline.clone(),
-        status.clone(),
-        hub.clone(),
-        shutdown_rx.clone(),
-    );
-    let source_task = tokio::spawn(source::supervise_with(
-        config.source.clone(),
-        config.source_timeout,
-        pipeline,
-        status.clone(),
-        shutdown_rx.clone(),
-    ));
+    let mut streams = Vec::new();
+    let mut source_tasks = Vec::new();
+    let mut notify_task = None;
+    for (i, sc) in config.streams.iter().enumerate() {
+        let hub = hub::Hub::new();
+        let status = Arc::new(
+            status::Status::new(sc.source.display_uri(), sc.fragment_ms).with_name(&sc.name),
+        );
+        let seg_config = SegmenterConfig {
+            fragment_duration_90k: sc.fragment_ms * 90,
+            low_delay_vui: true,
+        };
+        let pipeline = pipeline::Pipeline::new(seg_config, hub.clone(), status.clone())
+            .with_context(|| format!("stream {:?}: segmenter configuration", sc.name))?;
+        let flow = pipeline.flow();
+        let pipeline = Arc::new(Mutex::new(pipeline));
+        if i == 0 {
+            // systemd's readiness and watchdog follow the first camera's frame path.
+            notify_task = spawn_sd_notify(
+                flow,
+                pipeline.clone(),
+                status.clone(),
+                hub.clone(),
+                shutdown_rx.clone(),
+            );
+        }
+        if config.streams.len() > 1 {
+            tracing::info!(stream = %sc.name, source = %sc.source.display_uri(), "camera");
+        }
+        source_tasks.push(tokio::spawn(source::supervise_with(
+            sc.source.clone(),
+            sc.source_timeout,
+            pipeline,
+            status.clone(),
+            shutdown_rx.clone(),
+        )));
+        streams.push(http::StreamHandle {
+            name: sc.name.clone(),
+            hub,
+            status,
+        });
+    }
     if let Some(a) = &access {
         tokio::spawn(a.clone().keep_fresh(shutdown_rx.clone()));
     }
+    let hubs: Vec<Arc<hub::Hub>> = streams.iter().map(|s| s.hub.clone()).collect();
     let state = Arc::new(http::AppState {
-        hub: hub.clone(),
-        status,
+        streams,
         auth,
         access,
     });
@@ -251,10 +265,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     // Ends the endless responses so graceful shutdown can finish.
-    hub.close();
+    for hub in &hubs {
+        hub.close();
+    }
     let grace = http::SHUTDOWN_GRACE + std::time::Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, server).await;
-    let _ = tokio::time::timeout(grace, source_task).await;
+    let _ = tokio::time::timeout(grace, futures_join(source_tasks)).await;
     if let Some(t) = notify_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
     }
@@ -282,6 +298,13 @@ fn spawn_sd_notify(
             tracing::warn!("not telling systemd about readiness: {e}");
             None
         }
+    }
+}
+
+/// Waits for every task (their results do not matter at shutdown).
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
     }
 }
 

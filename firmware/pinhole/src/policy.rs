@@ -106,7 +106,7 @@ where
         Err(Refusal::Limited(wait)) => Admission::Answer(limited(wait, false)),
         Err(Refusal::Busy) => Admission::Answer(busy()),
         Err(Refusal::Missing | Refusal::Wrong) => {
-            if get && (path == "/" || path == "/index.html") {
+            if get && is_player_page(path) {
                 Admission::Answer(redirect(LOGIN_PAGE))
             } else {
                 let mut r = text(
@@ -121,6 +121,17 @@ where
             }
         }
     }
+}
+
+/// The player's page, at `/` or a camera's `/streams/NAME/`: a browser without a session goes
+/// to the login page rather than getting a Basic prompt.
+fn is_player_page(path: &str) -> bool {
+    let page = |p: &str| p == "/" || p == "/index.html";
+    page(path)
+        || path
+            .strip_prefix("/streams/")
+            .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+            .is_some_and(page)
 }
 
 /// `/api/login`: POST a form with `password` → `303 /` with the session cookie, or the login

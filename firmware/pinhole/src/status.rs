@@ -26,6 +26,8 @@ pub enum SourceState {
 #[derive(Debug)]
 pub struct Status {
     started: Instant,
+    /// The stream's name (`[[stream]] name`; "cam" for the single-camera config).
+    name: String,
     source_uri: String,
     fragment_ms: u32,
     inner: Mutex<Inner>,
@@ -53,6 +55,8 @@ struct Inner {
 #[derive(Debug, Serialize)]
 pub struct Snapshot {
     pub version: &'static str,
+    /// The stream this is about.
+    pub stream: String,
     pub uptime_s: f64,
     pub source: SourceSnapshot,
     pub video: VideoSnapshot,
@@ -91,6 +95,7 @@ impl Status {
     pub fn new(source_uri: String, fragment_ms: u32) -> Status {
         Status {
             started: Instant::now(),
+            name: crate::config::DEFAULT_STREAM_NAME.to_string(),
             source_uri,
             fragment_ms,
             inner: Mutex::new(Inner {
@@ -108,6 +113,16 @@ impl Status {
             frames_in: AtomicU64::new(0),
             last_frame_us: AtomicU64::new(0),
         }
+    }
+
+    /// The same status under the stream's own name.
+    pub fn with_name(mut self, name: &str) -> Status {
+        self.name = name.to_string();
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Called by the pipeline for every frame a source delivers: feeds the source watchdog.
@@ -189,6 +204,7 @@ impl Status {
         let uptime_s = self.started.elapsed().as_secs_f64();
         let empty = || Snapshot {
             version: env!("CARGO_PKG_VERSION"),
+            stream: self.name.clone(),
             uptime_s,
             source: SourceSnapshot {
                 uri: self.source_uri.clone(),
@@ -227,6 +243,7 @@ impl Status {
             };
             Snapshot {
                 version: env!("CARGO_PKG_VERSION"),
+                stream: self.name.clone(),
                 uptime_s: (uptime_s * 1000.0).round() / 1000.0,
                 source: SourceSnapshot {
                     uri: self.source_uri.clone(),
