@@ -183,6 +183,43 @@ def test_rtsp_credentials_from_the_config_are_used_and_never_shown(pinhole, rtsp
     assert st["state"] != "running" and "Unauthorized" in (st["last_error"] or ""), st
 
 
+def make_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl): (cert+key for the server, cert alone)."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=test camera",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, f"openssl could not make a test certificate: {p.stderr}"
+    both = tmp_path / "cert-and-key.pem"
+    both.write_text(cert.read_text() + key.read_text())
+    return both, cert
+
+
+def test_rtsps_plays_with_the_cameras_certificate_and_refuses_an_unknown_one(pinhole, rtsp_server, tmp_path,
+                                                                             ffmpeg):
+    """rtsps:// (RTSP over TLS, through pinhole's loopback TLS bridge): with the camera's
+    self-signed certificate as tls_ca the stream plays and decodes; without it the handshake is
+    refused with one line that says what to do; tls_insecure=true plays and says it is
+    unverified."""
+    both, cert = make_cert(tmp_path)
+    srv = rtsp_server("--tls-cert", str(both))
+    url = f"rtsps://127.0.0.1:{srv.port}/test"
+    ph = pinhole(f"{url}#tls_ca={cert}")
+    ph.wait_video(timeout=10)
+    st = read_stream(ph, 2.0)
+    check_fragments(st.fragments, st.init, 100)
+    decode_clean(st, tmp_path, name="rtsps")
+    assert 'tls="verified"' in ph.log(), ph.log_tail()
+    untrusted = pinhole(url)
+    insecure = pinhole(f"{url}#tls_insecure=true")
+    insecure.wait_video(timeout=10)
+    assert "UNVERIFIED" in insecure.log()
+    wait_for(lambda: untrusted.status()["source"]["restarts"] >= 1, 5, "a refused handshake", untrusted)
+    err = untrusted.status()["source"]["last_error"] or ""
+    assert "TLS handshake" in err and "tls_ca" in err, err
+    assert untrusted.status()["video"]["codec"] is None
+
+
 def test_rtsp_server_restarted_ten_times_under_one_viewer(pinhole, rtsp_server, tmp_path, ffmpeg):
     """The server is killed and restarted ten times while one viewer stays connected: each time
     frames reach that viewer within 2 s of the server's return, on the same connection, and

@@ -10,6 +10,7 @@ pub mod exec;
 pub mod gst;
 pub mod pattern;
 pub mod rtsp;
+pub mod rtsps;
 pub mod testsrc;
 pub mod v4l2;
 

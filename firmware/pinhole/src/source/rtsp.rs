@@ -54,7 +54,8 @@ initial_timestamp (default|require|ignore|permissive), \
 initial_seq (default|respect|ignore-suspicious-values|ignore), \
 unknown_rtcp_ssrc (default|abort-session|drop-packets|process-packets), \
 unassigned_channel_data (auto|assume-stale-session|error|ignore), \
-session_id (default|require-match|use-first)";
+session_id (default|require-match|use-first), \
+tls_ca (PEM file; rtsps), tls_insecure (true|false; rtsps)";
 
 /// The `[rtsp]` table of the config file: defaults for every `rtsp://` source. Keys as in
 /// [`OPTION_KEYS`], plus `user` and `password`.
@@ -70,6 +71,10 @@ pub struct RtspSettings {
     pub unknown_rtcp_ssrc: Option<String>,
     pub unassigned_channel_data: Option<String>,
     pub session_id: Option<String>,
+    /// rtsps: a PEM file of certificates to trust (a camera's own self-signed one works).
+    pub tls_ca: Option<String>,
+    /// rtsps: accept any certificate (encrypted, not authenticated).
+    pub tls_insecure: Option<bool>,
 }
 
 impl fmt::Debug for RtspSettings {
@@ -103,6 +108,10 @@ pub struct RtspSpec {
     /// Whether the user info came from the URL (it then wins over the config's).
     creds_from_url: bool,
     udp: bool,
+    /// rtsps: trust the certificates in this PEM file instead of the Mozilla roots.
+    tls_ca: Option<String>,
+    /// rtsps: accept any certificate.
+    tls_insecure: bool,
     policies: Policies,
     /// Keys set in the URI fragment: they win over the `[rtsp]` table.
     fragment_keys: Vec<String>,
@@ -121,16 +130,9 @@ impl RtspSpec {
     /// Parses `rtsp://[user[:password]@]host[:port]/path[#key=value&…]`.
     pub fn parse(uri: &str) -> Result<RtspSpec, String> {
         let shown = super::redact_credentials(uri);
-        if uri.starts_with("rtsps://") {
-            return Err(format!(
-                "{shown:?}: rtsps:// (RTSP over TLS) is not supported: the RTSP client (retina 0.4) \
-                 has no TLS. Use rtsp://, or let ffmpeg do TLS: \
-                 exec:ffmpeg -rtsp_transport tcp -i rtsps://… -c copy -f h264 -"
-            ));
-        }
         let mut url = Url::parse(uri).map_err(|e| format!("{shown:?} is not a valid URL: {e}"))?;
-        if url.scheme() != "rtsp" {
-            return Err(format!("{shown:?}: expected an rtsp:// URL"));
+        if !matches!(url.scheme(), "rtsp" | "rtsps") {
+            return Err(format!("{shown:?}: expected an rtsp:// or rtsps:// URL"));
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(format!("{shown:?}: the URL has no host"));
@@ -153,6 +155,8 @@ impl RtspSpec {
             user,
             password,
             udp: false,
+            tls_ca: None,
+            tls_insecure: false,
             policies: Policies::default(),
             fragment_keys: Vec::new(),
         };
@@ -169,6 +173,7 @@ impl RtspSpec {
                 spec.fragment_keys.push(key.into_owned());
             }
         }
+        spec.check().map_err(|e| format!("{shown:?}: {e}"))?;
         Ok(spec)
     }
 
@@ -192,6 +197,14 @@ impl RtspSpec {
             "unknown_rtcp_ssrc" => p.unknown_rtcp_ssrc = policy(value)?,
             "unassigned_channel_data" => p.unassigned_channel_data = policy(value)?,
             "session_id" => p.session_id = policy(value)?,
+            "tls_ca" => self.tls_ca = Some(value.to_string()),
+            "tls_insecure" => {
+                self.tls_insecure = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err("allowed: true, false".into()),
+                }
+            }
             _ => return Err(format!("unknown option; allowed: {OPTION_KEYS}")),
         }
         Ok(())
@@ -200,7 +213,8 @@ impl RtspSpec {
     /// Applies the config file's `[rtsp]` table under what the URI itself says. Errors name the
     /// key and what is allowed; the caller adds where the key was.
     pub fn apply_settings(&mut self, s: &RtspSettings) -> Result<(), String> {
-        let keys: [(&str, &Option<String>); 7] = [
+        let insecure = s.tls_insecure.map(|b| b.to_string());
+        let keys: [(&str, &Option<String>); 9] = [
             ("transport", &s.transport),
             ("teardown", &s.teardown),
             ("initial_timestamp", &s.initial_timestamp),
@@ -208,6 +222,8 @@ impl RtspSpec {
             ("unknown_rtcp_ssrc", &s.unknown_rtcp_ssrc),
             ("unassigned_channel_data", &s.unassigned_channel_data),
             ("session_id", &s.session_id),
+            ("tls_ca", &s.tls_ca),
+            ("tls_insecure", &insecure),
         ];
         for (key, value) in keys {
             if let Some(v) = value {
@@ -224,6 +240,23 @@ impl RtspSpec {
             }
             self.user.clone_from(&s.user);
             self.password.clone_from(&s.password);
+        }
+        self.check()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.url.scheme() == "rtsps"
+    }
+
+    /// Combinations that cannot work, and an unreadable `tls_ca`, refused at start-up.
+    fn check(&self) -> Result<(), String> {
+        if self.is_tls() {
+            if self.udp {
+                return Err(
+                    "rtsps:// carries RTP over its TLS connection only: drop transport=udp".into(),
+                );
+            }
+            super::rtsps::client_config(self.tls_ca.as_deref(), self.tls_insecure)?;
         }
         Ok(())
     }
@@ -246,7 +279,11 @@ impl RtspSpec {
         format!(
             "{}:{}",
             self.url.host_str().unwrap_or("?"),
-            self.url.port().unwrap_or(554)
+            self.url.port().unwrap_or(if self.is_tls() {
+                super::rtsps::DEFAULT_PORT
+            } else {
+                554
+            })
         )
     }
 }
@@ -294,6 +331,20 @@ async fn session(
     };
     let setup =
         async {
+            // rtsps: TLS is done by a loopback bridge, connected before retina starts.
+            let bridge = if spec.is_tls() {
+                let tls = super::rtsps::client_config(spec.tls_ca.as_deref(), spec.tls_insecure)
+                    .map_err(|e| SourceError::Failed(format!("rtsps: {e}")))?;
+                let b = super::rtsps::bridge(&spec.url, tls)
+                    .await
+                    .map_err(|e| SourceError::Failed(format!("rtsps: {e}")))?;
+                Some(b)
+            } else {
+                None
+            };
+            let url = bridge
+                .as_ref()
+                .map_or_else(|| spec.url.clone(), |b| b.local_url.clone());
             let creds = spec.user.as_ref().map(|u| Credentials {
                 username: u.clone(),
                 password: spec.password.clone().unwrap_or_default(),
@@ -305,7 +356,7 @@ async fn session(
                 .teardown(p.teardown)
                 .unassigned_channel_data(p.unassigned_channel_data)
                 .session_id(p.session_id);
-            let mut session = retina::client::Session::describe(spec.url.clone(), options)
+            let mut session = retina::client::Session::describe(url, options)
                 .await
                 .map_err(|e| fail("DESCRIBE", &e))?;
             let Some(video) = session.streams().iter().position(|s| {
@@ -346,9 +397,9 @@ async fn session(
                 .await
                 .map_err(|e| fail("PLAY", &e))?;
             let demuxed = playing.demuxed().map_err(|e| fail("PLAY", &e))?;
-            Ok::<_, SourceError>((demuxed, video, clock_rate))
+            Ok::<_, SourceError>((demuxed, video, clock_rate, bridge))
         };
-    let (mut demuxed, video, clock_rate) = tokio::time::timeout(SETUP_TIMEOUT, setup)
+    let (mut demuxed, video, clock_rate, _bridge) = tokio::time::timeout(SETUP_TIMEOUT, setup)
         .await
         .map_err(|_| {
             SourceError::Failed(format!(
@@ -361,6 +412,11 @@ async fn session(
         source = "rtsp",
         url = %spec.display_uri(),
         transport = if spec.udp { "udp" } else { "tcp" },
+        tls = match (spec.is_tls(), spec.tls_insecure) {
+            (false, _) => "none",
+            (true, false) => "verified",
+            (true, true) => "UNVERIFIED (tls_insecure)",
+        },
         tool = demuxed.tool().map_or("", |t| &**t),
         "playing"
     );
@@ -590,11 +646,17 @@ mod tests {
     }
 
     #[test]
-    fn rtsps_is_refused_with_a_workaround_and_no_password() {
-        let e = RtspSpec::parse("rtsps://u:pw@cam/s").unwrap_err();
-        assert!(e.contains("exec:ffmpeg"), "{e}");
-        assert!(!e.contains("pw"), "{e}");
+    fn rtsps_takes_tls_options_and_refuses_udp() {
+        let s = RtspSpec::parse("rtsps://u:pw@cam/s#tls_insecure=true").unwrap();
+        assert!(s.is_tls() && s.tls_insecure);
+        assert_eq!(s.host_port(), "cam:322");
+        assert_eq!(s.display_uri(), "rtsps://u:***@cam/s");
+        let e = RtspSpec::parse("rtsps://u:pw@cam/s#transport=udp").unwrap_err();
+        assert!(e.contains("udp") && !e.contains("pw@"), "{e}");
+        let e = RtspSpec::parse("rtsps://cam/s#tls_ca=/nonexistent.pem").unwrap_err();
+        assert!(e.contains("/nonexistent.pem"), "{e}");
         assert!(RtspSpec::parse("rtsp:///s").is_err());
+        assert!(RtspSpec::parse("http://cam/s").is_err());
     }
 
     fn sink() -> (RtspSink, Arc<crate::hub::Hub>) {
