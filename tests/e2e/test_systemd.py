@@ -91,6 +91,15 @@ def test_every_unit_passes_systemd_analyze_verify_without_a_warning(tmp_path):
         p = run(["systemd-analyze", "verify", "--man=no", f"--root={root}", unit], check=False)
         said = (p.stdout + p.stderr).strip()
         assert p.returncode == 0 and not said, f"systemd-analyze verify {unit}: exit {p.returncode}\n{said}"
+    # Board drop-ins (board/*/pinhole.service.d/*.conf) on top of the unit.
+    for dropin in sorted((REPO / "board").glob("*/pinhole.service.d/*.conf")):
+        d = root / "etc/systemd/system/pinhole.service.d"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        shutil.copy2(dropin, d / dropin.name)
+        p = run(["systemd-analyze", "verify", "--man=no", f"--root={root}", "pinhole.service"], check=False)
+        said = (p.stdout + p.stderr).strip()
+        assert p.returncode == 0 and not said, f"verify with {dropin}: exit {p.returncode}\n{said}"
 
 
 def exposure(unit: Path) -> float:

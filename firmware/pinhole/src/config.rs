@@ -144,6 +144,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// Check the configuration (file and flags) and exit: 0 and "configuration OK" when it is
+    /// valid, else 2 and the one-line error. Binds no port and starts no source.
+    #[arg(long)]
+    pub check: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }

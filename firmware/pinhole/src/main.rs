@@ -31,6 +31,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check {
+        match &cli.config {
+            Some(path) => println!("pinhole: {}: configuration OK", path.display()),
+            None => println!("pinhole: configuration OK"),
+        }
+        return ExitCode::SUCCESS;
+    }
     init_logging(config.log.as_deref());
     // One thread runs every connection: the work per fragment is tiny, and a Pi has four cores
     // to share with the encoder and cloudflared. Waking viewers then needs no hand-over between
