@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -144,19 +145,23 @@ def test_the_units_keep_the_appliance_promises():
 # ---------------------------------------------------------------- the Debian root
 
 
-def library_packages(binary: Path) -> list[str]:
+@functools.lru_cache(maxsize=None)
+def library_packages(binary: Path) -> tuple[str, ...]:
     """The Debian packages holding the shared libraries `binary` links (libc6, libv4l-0, ...),
     so the root has what the host build needs, whatever features it was built with."""
     out = run(["ldd", str(binary)]).stdout
-    pkgs = set()
-    for m in re.finditer(r"=> (/\S+)", out):
-        path = os.path.realpath(m.group(1))
-        p = run(["dpkg", "-S", path], check=False)
-        if p.returncode != 0:  # merged /usr: dpkg may know it under /lib
-            p = run(["dpkg", "-S", path.replace("/usr/lib/", "/lib/", 1)], check=False)
-        assert p.returncode == 0, f"{binary} links {path}, which no Debian package owns"
-        pkgs.add(p.stdout.split(":")[0].split(",")[0].strip())
-    return sorted(pkgs)
+    paths = {os.path.realpath(m.group(1)) for m in re.finditer(r"=> (/\S+)", out)}
+    owners: dict[str, str] = {}
+    # One dpkg -S for all (it is slow per call); merged /usr: dpkg may know a file under /lib.
+    for candidates in (sorted(paths), sorted(p.replace("/usr/lib/", "/lib/", 1) for p in paths)):
+        p = run(["dpkg", "-S", *candidates], check=False)
+        for line in p.stdout.splitlines():
+            pkg, _, path = line.partition(": ")
+            owners[path.replace("/lib/", "/usr/lib/", 1) if path.startswith("/lib/") else path] = \
+                pkg.split(":")[0].split(",")[0].strip()
+    missing = sorted(paths - owners.keys())
+    assert not missing, f"{binary} links {missing}, which no Debian package owns"
+    return tuple(sorted(set(owners[p] for p in paths)))
 
 
 def rootfs() -> Path:
