@@ -217,8 +217,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut streams = Vec::new();
     let mut source_tasks = Vec::new();
-    let mut notify_task = None;
-    for (i, sc) in config.streams.iter().enumerate() {
+    let mut frame_paths = Vec::new();
+    for sc in &config.streams {
         let hub = hub::Hub::new();
         let status = Arc::new(
             status::Status::new(sc.source.display_uri(), sc.fragment_ms).with_name(&sc.name),
@@ -231,16 +231,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("stream {:?}: segmenter configuration", sc.name))?;
         let flow = pipeline.flow();
         let pipeline = Arc::new(Mutex::new(pipeline));
-        if i == 0 {
-            // systemd's readiness and watchdog follow the first camera's frame path.
-            notify_task = spawn_sd_notify(
-                flow,
-                pipeline.clone(),
-                status.clone(),
-                hub.clone(),
-                shutdown_rx.clone(),
-            );
-        }
+        frame_paths.push(sdnotify::FramePath {
+            flow,
+            pipeline: pipeline.clone(),
+            status: status.clone(),
+            hub: hub.clone(),
+        });
         if config.streams.len() > 1 {
             tracing::info!(stream = %sc.name, source = %sc.source.display_uri(), "camera");
         }
@@ -257,6 +253,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             status,
         });
     }
+    // systemd: readiness follows the first camera; the watchdog watches every frame path.
+    let notify_task = spawn_sd_notify(frame_paths, shutdown_rx.clone());
     if let Some(a) = &access {
         tokio::spawn(a.clone().keep_fresh(shutdown_rx.clone()));
     }
@@ -288,18 +286,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// Under systemd (`Type=notify`): `READY=1` after the first fragment, `STATUS=` lines, and the
 /// watchdog fed from the frame path (see `pinhole::sdnotify`). Nothing otherwise.
 fn spawn_sd_notify(
-    flow: Arc<sdnotify::Flow>,
-    pipeline: source::SharedPipeline,
-    status: Arc<status::Status>,
-    hub: Arc<hub::Hub>,
+    paths: Vec<sdnotify::FramePath>,
     shutdown: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     #[cfg(feature = "test-hooks")]
-    sdnotify::wedge_hook(flow.clone(), pipeline.clone());
+    if let Some(first) = paths.first() {
+        sdnotify::wedge_hook(first);
+    }
     match sdnotify::Notifier::from_env() {
-        Ok(Some(n)) => Some(tokio::spawn(sdnotify::run(
-            n, flow, pipeline, status, hub, shutdown,
-        ))),
+        Ok(Some(n)) => Some(tokio::spawn(sdnotify::run(n, paths, shutdown))),
         Ok(None) => None,
         Err(e) => {
             tracing::warn!("not telling systemd about readiness: {e}");

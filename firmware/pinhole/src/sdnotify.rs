@@ -265,16 +265,22 @@ async fn probe_lock(pipeline: &SharedPipeline) -> LockProbe {
     }
 }
 
-/// Runs until shutdown: `READY=1` after the first fragment, `STATUS=` when it changes,
-/// `WATCHDOG=1` every [`TICK`] while the frame path is healthy, `STOPPING=1` at the end.
-pub async fn run(
-    notifier: Notifier,
-    flow: Arc<Flow>,
-    pipeline: SharedPipeline,
-    status: Arc<Status>,
-    hub: Arc<Hub>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// One camera's frame path, as the monitor sees it.
+#[derive(Clone)]
+pub struct FramePath {
+    pub flow: Arc<Flow>,
+    pub pipeline: SharedPipeline,
+    pub status: Arc<Status>,
+    pub hub: Arc<Hub>,
+}
+
+/// Runs until shutdown: `READY=1` after the first stream's first fragment, `STATUS=` (about the
+/// first stream) when it changes, `WATCHDOG=1` every [`TICK`] while every stream's frame path
+/// is healthy, `STOPPING=1` at the end.
+pub async fn run(notifier: Notifier, paths: Vec<FramePath>, mut shutdown: watch::Receiver<bool>) {
+    let Some(first) = paths.first().cloned() else {
+        return;
+    };
     let send = |state: &str| {
         if let Err(e) = notifier.notify(state) {
             tracing::warn!(error = %e, "sd_notify failed");
@@ -289,21 +295,33 @@ pub async fn run(
         Some(w) => tracing::info!(watchdog_s = w.as_secs_f64(), "systemd watchdog armed"),
         None => {}
     }
-    let mut monitor = Monitor::default();
+    let mut monitors: Vec<Monitor> = paths.iter().map(|_| Monitor::default()).collect();
     let mut ready = false;
     let mut last_status = String::new();
     let mut wedged = false;
     loop {
-        let sample = Sample {
-            now: Instant::now(),
-            frames_in: flow.frames_in(),
-            parts_out: flow.parts_out(),
-            lock: probe_lock(&pipeline).await,
-        };
-        let verdict = monitor.observe(sample);
-        let snap = status.snapshot(hub.counters());
+        let mut verdict = Verdict::Healthy;
+        for (path, monitor) in paths.iter().zip(monitors.iter_mut()) {
+            let sample = Sample {
+                now: Instant::now(),
+                frames_in: path.flow.frames_in(),
+                parts_out: path.flow.parts_out(),
+                lock: probe_lock(&path.pipeline).await,
+            };
+            if let Verdict::Wedged(why) = monitor.observe(sample) {
+                if verdict == Verdict::Healthy {
+                    let name = path.status.snapshot(path.hub.counters()).source.uri;
+                    verdict = Verdict::Wedged(if paths.len() > 1 {
+                        format!("{why} ({name})")
+                    } else {
+                        why
+                    });
+                }
+            }
+        }
+        let snap = first.status.snapshot(first.hub.counters());
         let mut msg = String::new();
-        if !ready && sample.parts_out > 0 {
+        if !ready && first.flow.parts_out() > 0 {
             ready = true;
             msg.push_str("READY=1\n");
             tracing::info!("first fragment out: told systemd we are ready");
@@ -357,7 +375,8 @@ pub async fn run(
 /// The `test-hooks` deadlock: `PINHOLE_DEBUG_WEDGE_AFTER_S=N` takes the pipeline lock N seconds
 /// after the first fragment and keeps it until the process dies.
 #[cfg(feature = "test-hooks")]
-pub fn wedge_hook(flow: Arc<Flow>, pipeline: SharedPipeline) {
+pub fn wedge_hook(path: &FramePath) {
+    let (flow, pipeline) = (path.flow.clone(), path.pipeline.clone());
     let Ok(value) = std::env::var("PINHOLE_DEBUG_WEDGE_AFTER_S") else {
         return;
     };
