@@ -2,7 +2,7 @@
 Chromium in each mode — chunked CMAF into MSE, WebCodecs onto a canvas, compatibility mode (the
 LL-HLS part follower, and the browser's native HLS when MSE is removed from the page) — a
 resolution change mid-stream (in-band init segment) under an open page, plus a
-pinhole restart under an open page and a page left open for minutes.
+pinhole restart under an open page and a page left open for two minutes.
 
 The browser side is tests/ui/watch.mjs (playwright-core from tests/hls/node_modules, Debian's
 chromium): it reads testsrc's burned-in capture time from the pixels the page displays, records
@@ -291,20 +291,21 @@ def test_restarting_pinhole_under_an_open_page_brings_the_picture_back(pinhole, 
 
 
 def test_a_page_left_open_stays_at_the_live_edge(pinhole, record_property):
-    """Three minutes of the chunked player: the latency read from the pixels in the last minute
-    is no more than 100 ms above the first minute's (no drift) and within the budget."""
+    """Two minutes of the chunked player: the latency read from the pixels in the last 45 s is
+    no more than 100 ms above that of the first 45 s after warm-up (no drift) and within the
+    budget. (bench/latency runs the same page for ten minutes.)"""
     ph = pinhole(SOURCE)
     ph.wait_video()
-    seconds = 180.0
+    seconds = 120.0
     r = watch(f"http://127.0.0.1:{ph.port}/?mode=chunked", seconds, "long")
     t_end = r["timeline"][-1]["t_ms"]
-    first = pixel_latencies(r, 10_000, 70_000)
-    last = pixel_latencies(r, t_end - 60_000)
+    first = pixel_latencies(r, 10_000, 55_000)
+    last = pixel_latencies(r, t_end - 45_000)
     s = {"first_min_p50": statistics.median(first), "last_min_p50": statistics.median(last),
          "last_min_p95": p(last, 0.95), "frames": r["timeline"][-1]["frames"],
          "jumps": r["timeline"][-1]["player"]["jumps"], "dropped": r["timeline"][-1]["player"]["dropped"]}
     record_property("long", s)
-    print(f"3 min: {s}")
-    assert len(last) >= 0.7 * 30 * 60, s
+    print(f"2 min: {s}")
+    assert len(last) >= 0.7 * 30 * 45, s
     assert s["last_min_p50"] - s["first_min_p50"] <= 100, f"drifted: {s}"
     assert s["last_min_p50"] <= 400 and s["last_min_p95"] <= 1000, s
