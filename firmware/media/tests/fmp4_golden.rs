@@ -214,7 +214,7 @@ fn init_segment_parses_back_field_by_field() {
     assert_eq!(trak.mdia.hdlr.handler, b"vide".into());
     assert_eq!(trak.mdia.hdlr.name, "pinhole");
     assert!(trak.mdia.minf.vmhd.is_some());
-    assert_eq!(trak.mdia.minf.dinf.dref.entries.len(), 1);
+    assert_eq!(trak.mdia.minf.dinf.dref.urls.len(), 1);
 
     let stbl = &trak.mdia.minf.stbl;
     assert!(stbl.stts.entries.is_empty());
@@ -291,7 +291,7 @@ fn media_fragment_parses_back_field_by_field() {
     );
     assert_eq!(traf.trun.len(), 1);
     let trun = &traf.trun[0];
-    let entries: Vec<_> = trun.samples.iter().collect();
+    let entries: Vec<_> = trun.entries.iter().collect();
     assert_eq!(entries.len(), 3);
     let sizes: Vec<u32> = samples.iter().map(|s| s.len() as u32).collect();
     for (i, e) in entries.iter().enumerate() {
@@ -320,7 +320,7 @@ fn reordered_media_fragment_has_signed_composition_offsets() {
     let data = fmp4::media_fragment(&spec, &samples);
     let (prft, _, moof, _) = decode_fragment(&data);
     assert_eq!(moof.mfhd.sequence_number, 42);
-    let entries: Vec<_> = moof.traf[0].trun[0].samples.iter().collect();
+    let entries: Vec<_> = moof.traf[0].trun[0].entries.iter().collect();
     assert_eq!(entries[0].cts, Some(6000));
     assert_eq!(entries[1].cts, Some(-3000));
     // prft's media_time is the first sample's presentation time (decode time + offset).

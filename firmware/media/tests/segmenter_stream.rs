@@ -155,7 +155,7 @@ fn a_real_stream_becomes_parts_a_player_and_ffprobe_can_read() {
         assert_eq!(prft.media_time, part.base_decode_time_90k);
         let unix_s = (prft.ntp_timestamp >> 32) - 2_208_988_800;
         assert_eq!(unix_s, part.capture_unix_us / 1_000_000);
-        let samples: Vec<_> = traf.trun[0].samples.iter().collect();
+        let samples: Vec<_> = traf.trun[0].entries.iter().collect();
         assert_eq!(samples.len() as u32, part.frame_count);
         let total: u32 = samples.iter().map(|s| s.duration.unwrap()).sum();
         assert_eq!(total, part.duration_90k);
