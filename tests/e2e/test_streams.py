@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 from cmaf import CmafClient, check_fragments, parse_stream
 from conftest import ffmpeg_exec, parse_prometheus, run_pinhole
@@ -112,3 +113,22 @@ def test_the_second_cameras_page_plays_and_lists_both(pinhole, tmp_path):
     assert r["navigations"] == 1, context
     assert r["stream_options"] == ["front", "garage-2"], r.get("stream_options")
     assert r["stream_selected"] == "garage-2", r.get("stream_selected")
+
+
+def test_each_cameras_log_lines_name_its_stream(pinhole, tmp_path):
+    # Two broken cameras: every line about a source's failure says which camera it is, so an
+    # owner with several cameras can tell them apart in `journalctl -u pinhole`.
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text('[[stream]]\nname = "front"\nsource = "exec:exit 3"\n'
+                   '[[stream]]\nname = "back"\nsource = "v4l2:/dev/video42"\n')
+    ph = pinhole(source=None, args=["--config", str(cfg)])
+    ph.wait_ready()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "stream{name=back}" not in ph.log():
+        time.sleep(0.1)
+    lines = [line for line in ph.log().splitlines() if "restarting" in line]
+    front = [line for line in lines if "exit status: 3" in line]
+    back = [line for line in lines if "/dev/video42" in line]
+    assert front and back, ph.log_tail()
+    assert all("stream{name=front}" in line for line in front), front
+    assert all("stream{name=back}" in line for line in back), back

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use media::segmenter::SegmenterConfig;
 use pinhole::config::{Cli, Command, Config};
@@ -240,13 +241,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         if config.streams.len() > 1 {
             tracing::info!(stream = %sc.name, source = %sc.source.display_uri(), "camera");
         }
-        source_tasks.push(tokio::spawn(source::supervise_with(
-            sc.source.clone(),
-            sc.source_timeout,
-            pipeline,
-            status.clone(),
-            shutdown_rx.clone(),
-        )));
+        // Every log line of this camera's source names the stream.
+        let span = tracing::info_span!("stream", name = %sc.name);
+        source_tasks.push(tokio::spawn(
+            source::supervise_with(
+                sc.source.clone(),
+                sc.source_timeout,
+                pipeline,
+                status.clone(),
+                shutdown_rx.clone(),
+            )
+            .instrument(span),
+        ));
         streams.push(http::StreamHandle {
             name: sc.name.clone(),
             hub,

@@ -26,10 +26,11 @@ use media::h264::AnnexBReader;
 use media::segmenter::Frame;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{oneshot, watch};
+use tracing::Instrument as _;
 
 use super::clock::FrameClock;
-use super::{FrameSink, SharedPipeline, SourceError};
-use crate::status::{SourceState, Status};
+use super::{Delivery, FrameSink, SharedPipeline, SourceError};
+use crate::status::Status;
 
 /// A command that writes nothing for this long is considered hung and restarted.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,7 +77,7 @@ async fn run_with_stall_timeout(
         .stderr
         .take()
         .and_then(|e| tokio::process::ChildStderr::from_std(e).ok())
-        .map(|e| tokio::spawn(log_stderr(e, pid, last_stderr.clone())));
+        .map(|e| tokio::spawn(log_stderr(e, pid, last_stderr.clone()).in_current_span()));
     let Some(stdout) = child.stdout.take() else {
         group.kill();
         reap(&mut child).await;
@@ -91,16 +92,16 @@ async fn run_with_stall_timeout(
     });
     let (done_tx, mut done) = oneshot::channel();
     let sink = ExecSink {
-        pipeline,
-        status,
+        out: Delivery::new(pipeline, status),
         nominal_90k: None,
         bad_nals: 0,
-        running: false,
     };
     let thread_shared = shared.clone();
+    let span = tracing::Span::current();
     let spawned = std::thread::Builder::new()
         .name("exec-reader".into())
         .spawn(move || {
+            let _entered = span.enter();
             let end = read_stdout(stdout, sink, &thread_shared);
             let _ = done_tx.send(end);
         });
@@ -289,11 +290,9 @@ async fn reap(child: &mut Child) -> Option<ExitStatus> {
 
 /// Turns access units into timed frames for the pipeline.
 struct ExecSink {
-    pipeline: SharedPipeline,
-    status: Arc<Status>,
+    out: Delivery,
     nominal_90k: Option<u32>,
     bad_nals: u64,
-    running: bool,
 }
 
 impl ExecSink {
@@ -311,7 +310,8 @@ impl ExecSink {
                 if self.bad_nals <= 5 || self.bad_nals % 100 == 0 {
                     tracing::warn!(source = "exec", count = self.bad_nals, error = %e, "dropped bad NAL unit");
                 }
-                self.status
+                self.out
+                    .status()
                     .note_source_error(format!("exec: bad input: {e}"));
                 return;
             }
@@ -332,13 +332,7 @@ impl ExecSink {
             capture_unix_us: unix_now_us(),
             au,
         };
-        if !self.running {
-            self.running = true;
-            self.status.set_source_state(SourceState::Running);
-        }
-        if let Ok(mut p) = self.pipeline.lock() {
-            p.frame(frame);
-        }
+        self.out.frame(frame);
     }
 }
 

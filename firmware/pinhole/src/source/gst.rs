@@ -71,8 +71,8 @@ mod imp {
     use crate::source::clock::FrameClock;
     use crate::source::exec::unix_now_us;
     use crate::source::v4l2::frames::H264Buffers;
-    use crate::source::{FrameSink, SharedPipeline, SourceError};
-    use crate::status::{SourceState, Status};
+    use crate::source::{run_blocking, Delivery, FrameSink, SharedPipeline, SourceError};
+    use crate::status::Status;
 
     /// How long one pull waits before the stop flag and the bus are checked again.
     const PULL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -82,35 +82,14 @@ mod imp {
         description: &str,
         pipeline: SharedPipeline,
         status: Arc<Status>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> Result<(), SourceError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread_stop = stop.clone();
         let description = full_pipeline(description);
-        let mut task = tokio::task::spawn_blocking(move || {
-            let mut running = false;
-            pull_loop(&description, &thread_stop, &mut |frame| {
-                if !std::mem::replace(&mut running, true) {
-                    status.set_source_state(SourceState::Running);
-                }
-                if let Ok(mut p) = pipeline.lock() {
-                    p.frame(frame);
-                }
-            })
-        });
-        let res = tokio::select! {
-            r = &mut task => r,
-            _ = shutdown.changed() => {
-                stop.store(true, Ordering::Relaxed);
-                let _ = task.await;
-                return Err(SourceError::Stopped);
-            }
-        };
-        match res {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SourceError::Failed(format!("gst: {e}"))),
-            Err(e) => Err(SourceError::Failed(format!("gst: pull thread failed: {e}"))),
-        }
+        let out = Delivery::new(pipeline, status);
+        run_blocking("gst", out, shutdown, move |stop, out| {
+            pull_loop(&description, stop, &mut |frame| out.frame(frame))
+        })
+        .await
     }
 
     /// Sets the pipeline to NULL however the run ends.

@@ -14,6 +14,7 @@ pub mod rtsps;
 pub mod testsrc;
 pub mod v4l2;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -355,34 +356,81 @@ async fn testsrc_run(
     opts: testsrc::TestsrcOptions,
     pipeline: SharedPipeline,
     status: Arc<Status>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
+    let out = Delivery::new(pipeline, status);
+    run_blocking("testsrc", out, shutdown, move |stop, out| {
+        testsrc::run(&opts, stop, &mut |frame| out.frame(frame)).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// Where one run of a source delivers its frames: the pipeline, and the source's state, which
+/// turns Running at the first frame.
+pub struct Delivery {
+    pipeline: SharedPipeline,
+    status: Arc<Status>,
+    running: bool,
+}
+
+impl Delivery {
+    pub fn new(pipeline: SharedPipeline, status: Arc<Status>) -> Delivery {
+        Delivery {
+            pipeline,
+            status,
+            running: false,
+        }
+    }
+
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+}
+
+impl FrameSink for Delivery {
+    fn frame(&mut self, frame: media::segmenter::Frame) {
+        if !std::mem::replace(&mut self.running, true) {
+            self.status.set_source_state(SourceState::Running);
+        }
+        if let Ok(mut p) = self.pipeline.lock() {
+            p.frame(frame);
+        }
+    }
+}
+
+/// One run of a source whose work blocks (an encoder, a device's `DQBUF`, a GStreamer pull):
+/// `body` runs on a blocking thread, inside the caller's tracing span (so its log lines name the
+/// stream), with a stop flag that is set at shutdown, and delivers into `out`. Its error becomes
+/// `"{kind}: {error}"`.
+pub async fn run_blocking<F>(
+    kind: &'static str,
+    out: Delivery,
+    mut shutdown: watch::Receiver<bool>,
+    body: F,
+) -> Result<(), SourceError>
+where
+    F: FnOnce(&AtomicBool, &mut Delivery) -> Result<(), String> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let span = tracing::Span::current();
     let mut task = tokio::task::spawn_blocking(move || {
-        let mut running = false;
-        testsrc::run(&opts, &stop2, &mut |frame| {
-            if !running {
-                running = true;
-                status.set_source_state(SourceState::Running);
-            }
-            if let Ok(mut p) = pipeline.lock() {
-                p.frame(frame);
-            }
-        })
+        let _entered = span.enter();
+        let mut out = out;
+        body(&thread_stop, &mut out)
     });
     let res = tokio::select! {
         r = &mut task => r,
         _ = shutdown.changed() => {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            stop.store(true, Ordering::Relaxed);
             let _ = task.await;
             return Err(SourceError::Stopped);
         }
     };
     match res {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(SourceError::Failed(format!("testsrc: {e}"))),
-        Err(e) => Err(SourceError::Failed(format!("testsrc thread failed: {e}"))),
+        Ok(Err(e)) => Err(SourceError::Failed(format!("{kind}: {e}"))),
+        Err(e) => Err(SourceError::Failed(format!("{kind}: thread failed: {e}"))),
     }
 }
 

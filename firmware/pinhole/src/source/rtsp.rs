@@ -42,8 +42,8 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::exec::unix_now_us;
-use super::{FrameSink as _, SharedPipeline, SourceError};
-use crate::status::{SourceState, Status};
+use super::{Delivery, FrameSink as _, SharedPipeline, SourceError};
+use crate::status::Status;
 
 /// How long `DESCRIBE`, `SETUP` and `PLAY` together may take before the run is given up.
 pub const SETUP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -447,11 +447,10 @@ async fn session(
 /// Turns retina's frames into timed access units for the pipeline. Logs each kind of problem
 /// once per run (later ones at debug level, all of them counted).
 struct RtspSink {
-    pipeline: SharedPipeline,
+    out: Delivery,
     status: Arc<Status>,
     timeline: RtpTimeline,
     started: Instant,
-    running: bool,
     /// The decoder configuration last seen, and its SPS/PPS as NAL units.
     config: Option<(Vec<u8>, Vec<Bytes>)>,
     waiting_logged: bool,
@@ -464,11 +463,10 @@ struct RtspSink {
 impl RtspSink {
     fn new(pipeline: SharedPipeline, status: Arc<Status>, clock_rate: u32) -> RtspSink {
         RtspSink {
-            pipeline,
+            out: Delivery::new(pipeline, status.clone()),
             status,
             timeline: RtpTimeline::new(clock_rate, 0),
             started: Instant::now(),
-            running: false,
             config: None,
             waiting_logged: false,
             backwards_logged: false,
@@ -537,13 +535,7 @@ impl RtspSink {
             capture_unix_us,
             au,
         };
-        if !self.running {
-            self.running = true;
-            self.status.set_source_state(SourceState::Running);
-        }
-        if let Ok(mut p) = self.pipeline.lock() {
-            p.frame(frame);
-        }
+        self.out.frame(frame);
     }
 
     /// Puts the SPS/PPS from the decoder configuration (the SDP's `sprop-parameter-sets`, or
@@ -659,7 +651,7 @@ mod tests {
         assert!(RtspSpec::parse("http://cam/s").is_err());
     }
 
-    fn sink() -> (RtspSink, Arc<crate::hub::Hub>) {
+    fn sink() -> (RtspSink, Arc<crate::hub::Hub>, SharedPipeline) {
         let hub = crate::hub::Hub::new();
         let status = Arc::new(Status::new("rtsp://test".into(), 100));
         let config = media::segmenter::SegmenterConfig {
@@ -667,9 +659,11 @@ mod tests {
             low_delay_vui: true,
         };
         let pipeline = crate::pipeline::Pipeline::new(config, hub.clone(), status.clone()).unwrap();
+        let pipeline = Arc::new(std::sync::Mutex::new(pipeline));
         (
-            RtspSink::new(Arc::new(std::sync::Mutex::new(pipeline)), status, 90_000),
+            RtspSink::new(pipeline.clone(), status, 90_000),
             hub,
+            pipeline,
         )
     }
 
@@ -710,7 +704,7 @@ mod tests {
     #[test]
     fn parameter_sets_from_the_sdp_let_the_stream_start_and_backwards_timestamps_do_not_stop_it() {
         let (aus, record) = fixture();
-        let (mut sink, hub) = sink();
+        let (mut sink, hub, pipeline) = sink();
         let half = aus.len() / 2;
         for (i, (_, data)) in aus.iter().enumerate() {
             // Halfway the camera's RTP clock goes back a minute.
@@ -721,7 +715,7 @@ mod tests {
             };
             sink.accept(ts, 0, data.clone(), Some(&record));
         }
-        sink.pipeline.lock().unwrap().end_of_run();
+        pipeline.lock().unwrap().end_of_run();
         assert!(
             hub.init().is_some(),
             "no init: parameter sets were not put back"
@@ -735,7 +729,7 @@ mod tests {
     #[test]
     fn without_any_parameter_sets_frames_wait_and_nothing_panics() {
         let (aus, _) = fixture();
-        let (mut sink, hub) = sink();
+        let (mut sink, hub, _pipeline) = sink();
         for (i, (_, data)) in aus.iter().enumerate().take(40) {
             sink.accept(i as i64 * 3_000, 0, data.clone(), None);
         }

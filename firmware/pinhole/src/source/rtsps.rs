@@ -26,6 +26,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument as _;
 use url::Url;
 
 /// The IANA port for rtsps.
@@ -139,41 +140,45 @@ pub async fn bridge(target: &Url, tls: Arc<ClientConfig>) -> Result<Bridge, Stri
         Some(p) => format!("rtsps://{host}:{p}"),
         None => format!("rtsps://{host}"),
     };
-    let task = tokio::spawn(async move {
-        let Ok((plain, _)) = listener.accept().await else {
-            return;
-        };
-        drop(listener);
-        let _ = plain.set_nodelay(true);
-        let (mut from_retina, mut to_retina) = plain.into_split();
-        let (mut from_camera, mut to_camera) = tokio::io::split(tls_stream);
-        let up = async {
-            let mut rw = Rewriter::new(local_prefix, remote_prefix);
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match from_retina.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                let Ok(out) = rw.push(buf.get(..n).unwrap_or_default()) else {
-                    break;
-                };
-                if to_camera.write_all(&out).await.is_err() || to_camera.flush().await.is_err() {
-                    break;
+    let task = tokio::spawn(
+        async move {
+            let Ok((plain, _)) = listener.accept().await else {
+                return;
+            };
+            drop(listener);
+            let _ = plain.set_nodelay(true);
+            let (mut from_retina, mut to_retina) = plain.into_split();
+            let (mut from_camera, mut to_camera) = tokio::io::split(tls_stream);
+            let up = async {
+                let mut rw = Rewriter::new(local_prefix, remote_prefix);
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match from_retina.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let Ok(out) = rw.push(buf.get(..n).unwrap_or_default()) else {
+                        break;
+                    };
+                    if to_camera.write_all(&out).await.is_err() || to_camera.flush().await.is_err()
+                    {
+                        break;
+                    }
                 }
+                let _ = to_camera.shutdown().await;
+            };
+            let down = async {
+                let _ = tokio::io::copy(&mut from_camera, &mut to_retina).await;
+                let _ = to_retina.shutdown().await;
+            };
+            // Either side ending ends the session: retina then sees its connection close.
+            tokio::select! {
+                _ = up => {}
+                _ = down => {}
             }
-            let _ = to_camera.shutdown().await;
-        };
-        let down = async {
-            let _ = tokio::io::copy(&mut from_camera, &mut to_retina).await;
-            let _ = to_retina.shutdown().await;
-        };
-        // Either side ending ends the session: retina then sees its connection close.
-        tokio::select! {
-            _ = up => {}
-            _ = down => {}
         }
-    });
+        .in_current_span(),
+    );
     Ok(Bridge { local_url, task })
 }
 

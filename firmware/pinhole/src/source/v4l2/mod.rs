@@ -24,15 +24,15 @@ pub mod software;
 pub mod yuv;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
 use self::encoder::EncoderPref;
 use self::negotiate::Want;
-use super::{FrameSink, SharedPipeline, SourceError};
-use crate::status::{SourceState, Status};
+use super::{run_blocking, Delivery, FrameSink, SharedPipeline, SourceError};
+use crate::status::Status;
 
 pub const DEFAULT_BITRATE_BPS: u32 = 2_000_000;
 const BITRATE_RANGE: std::ops::RangeInclusive<u32> = 100_000..=50_000_000;
@@ -148,46 +148,23 @@ pub async fn run(
     opts: &V4l2Options,
     pipeline: SharedPipeline,
     status: Arc<Status>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread_stop = stop.clone();
     let opts = opts.clone();
-    let mut task = tokio::task::spawn_blocking(move || {
-        let mut running = false;
+    let out = Delivery::new(pipeline, status);
+    run_blocking("v4l2", out, shutdown, move |stop, out| {
         device::guard(&opts.path.display().to_string(), || {
-            device::run(&opts, &thread_stop, &mut |event| match event {
+            device::run(&opts, stop, &mut |event| match event {
                 device::Event::Running { .. } => {}
                 device::Event::Frame(frame) => {
-                    if !running {
-                        running = true;
-                        status.set_source_state(SourceState::Running);
-                    }
-                    if thread_stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if let Ok(mut p) = pipeline.lock() {
-                        p.frame(frame);
+                    if !stop.load(Ordering::Relaxed) {
+                        out.frame(frame);
                     }
                 }
             })
         })
-    });
-    let res = tokio::select! {
-        r = &mut task => r,
-        _ = shutdown.changed() => {
-            stop.store(true, Ordering::Relaxed);
-            let _ = task.await;
-            return Err(SourceError::Stopped);
-        }
-    };
-    match res {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(SourceError::Failed(format!("v4l2: {e}"))),
-        Err(e) => Err(SourceError::Failed(format!(
-            "v4l2: capture thread failed: {e}"
-        ))),
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
