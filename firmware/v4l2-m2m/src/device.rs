@@ -1,0 +1,524 @@
+//! [`V4l2Device`]: the [`Backend`] over a real node, through [`crate::sys`]. The struct
+//! encoding and decoding (single- and multi-planar formats, buffers, stream parameters) are
+//! pure functions, unit-tested here; the ioctls themselves need a device, which these machines
+//! do not have.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::backend::{
+    Backend, Caps, Dequeued, DequeuedPlane, Format, Fourcc, PlaneFormat, Queue, Ready,
+    CAP_DEVICE_CAPS,
+};
+use crate::sys::{self, BufOp, BufType, Mapping, VIDEO_MAX_PLANES};
+
+/// A V4L2 memory-to-memory node opened read-write and non-blocking.
+#[derive(Debug)]
+pub struct V4l2Device {
+    // Field order is drop order: the mappings go before the descriptor is closed.
+    output: Vec<Buffer>,
+    capture: Vec<Buffer>,
+    caps: Caps,
+    mplane: bool,
+    fd: OwnedFd,
+}
+
+#[derive(Debug)]
+struct Buffer {
+    planes: Vec<Mapping>,
+    queued: bool,
+}
+
+impl V4l2Device {
+    /// Opens `path` (`O_RDWR | O_NONBLOCK`) and reads its capabilities.
+    pub fn open(path: &Path) -> io::Result<V4l2Device> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)?;
+        let fd = OwnedFd::from(file);
+        let caps = caps_from_raw(&sys::querycap(fd.as_fd())?);
+        Ok(V4l2Device {
+            output: Vec::new(),
+            capture: Vec::new(),
+            mplane: caps.is_mplane(),
+            caps,
+            fd,
+        })
+    }
+
+    fn buf_type(&self, queue: Queue) -> BufType {
+        buf_type(self.mplane, queue)
+    }
+
+    fn buffers(&self, queue: Queue) -> &Vec<Buffer> {
+        match queue {
+            Queue::Output => &self.output,
+            Queue::Capture => &self.capture,
+        }
+    }
+
+    fn buffers_mut(&mut self, queue: Queue) -> &mut Vec<Buffer> {
+        match queue {
+            Queue::Output => &mut self.output,
+            Queue::Capture => &mut self.capture,
+        }
+    }
+}
+
+pub(crate) fn buf_type(mplane: bool, queue: Queue) -> BufType {
+    match (mplane, queue) {
+        (false, Queue::Output) => BufType::VideoOutput,
+        (false, Queue::Capture) => BufType::VideoCapture,
+        (true, Queue::Output) => BufType::VideoOutputMplane,
+        (true, Queue::Capture) => BufType::VideoCaptureMplane,
+    }
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+pub(crate) fn caps_from_raw(c: &sys::v4l2_capability) -> Caps {
+    Caps {
+        driver: cstr(&c.driver),
+        card: cstr(&c.card),
+        bus: cstr(&c.bus_info),
+        caps: if c.capabilities & CAP_DEVICE_CAPS != 0 {
+            c.device_caps
+        } else {
+            c.capabilities
+        },
+    }
+}
+
+fn put(raw: &mut [u8], at: usize, v: u32) {
+    raw[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+fn get(raw: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([raw[at], raw[at + 1], raw[at + 2], raw[at + 3]])
+}
+
+// Offsets in the `fmt` union (linux/videodev2.h).
+mod pix {
+    pub const WIDTH: usize = 0;
+    pub const HEIGHT: usize = 4;
+    pub const PIXELFORMAT: usize = 8;
+    pub const FIELD: usize = 12;
+    /// `v4l2_pix_format` only.
+    pub const BYTESPERLINE: usize = 16;
+    pub const SIZEIMAGE: usize = 20;
+    /// `v4l2_pix_format_mplane`: `plane_fmt[i]` (20 bytes each, packed) from 20, then
+    /// `num_planes` (u8) at 180.
+    pub const MP_PLANES: usize = 20;
+    pub const MP_PLANE_LEN: usize = 20;
+    pub const MP_NUM_PLANES: usize = 180;
+}
+
+/// A [`Format`] as the `struct v4l2_format` for `queue` (`pix` or `pix_mp`).
+pub(crate) fn format_to_raw(mplane: bool, queue: Queue, f: &Format) -> sys::v4l2_format {
+    let mut raw = sys::v4l2_format {
+        type_: buf_type(mplane, queue) as u32,
+        fmt: sys::FormatUnion::zeroed(),
+    };
+    let r = &mut raw.fmt.raw;
+    put(r, pix::WIDTH, f.width);
+    put(r, pix::HEIGHT, f.height);
+    put(r, pix::PIXELFORMAT, f.fourcc.to_u32());
+    put(r, pix::FIELD, sys::V4L2_FIELD_NONE);
+    if mplane {
+        let n = f.planes.len().min(VIDEO_MAX_PLANES);
+        for (i, p) in f.planes.iter().take(n).enumerate() {
+            let at = pix::MP_PLANES + i * pix::MP_PLANE_LEN;
+            put(r, at, p.sizeimage);
+            put(r, at + 4, p.bytesperline);
+        }
+        r[pix::MP_NUM_PLANES] = n as u8;
+    } else if let Some(p) = f.planes.first() {
+        put(r, pix::BYTESPERLINE, p.bytesperline);
+        put(r, pix::SIZEIMAGE, p.sizeimage);
+    }
+    raw
+}
+
+/// The [`Format`] in a `struct v4l2_format` the driver returned.
+pub(crate) fn format_from_raw(mplane: bool, raw: &sys::v4l2_format) -> Format {
+    let r = &raw.fmt.raw;
+    let planes = if mplane {
+        let n = usize::from(r[pix::MP_NUM_PLANES]).min(VIDEO_MAX_PLANES);
+        (0..n)
+            .map(|i| {
+                let at = pix::MP_PLANES + i * pix::MP_PLANE_LEN;
+                PlaneFormat {
+                    sizeimage: get(r, at),
+                    bytesperline: get(r, at + 4),
+                }
+            })
+            .collect()
+    } else {
+        vec![PlaneFormat {
+            bytesperline: get(r, pix::BYTESPERLINE),
+            sizeimage: get(r, pix::SIZEIMAGE),
+        }]
+    };
+    Format {
+        width: get(r, pix::WIDTH),
+        height: get(r, pix::HEIGHT),
+        fourcc: Fourcc::from_u32(get(r, pix::PIXELFORMAT)),
+        planes,
+    }
+}
+
+/// `VIDIOC_S_PARM` for OUTPUT: `parm.output.timeperframe` sits 8 bytes into the union (after
+/// `capability` and `outputmode`).
+pub(crate) fn output_parm(mplane: bool, num: u32, den: u32) -> sys::v4l2_streamparm {
+    let mut p = sys::v4l2_streamparm {
+        type_: buf_type(mplane, Queue::Output) as u32,
+        parm: [0; 200],
+    };
+    put(&mut p.parm, 8, num);
+    put(&mut p.parm, 12, den);
+    p
+}
+
+#[allow(clippy::useless_conversion)] // time_t and suseconds_t are i32 on 32-bit targets
+pub(crate) fn timeval_us(t: &nix::libc::timeval) -> i64 {
+    i64::from(t.tv_sec)
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.tv_usec))
+}
+
+pub(crate) fn timeval_from_us(us: i64) -> nix::libc::timeval {
+    let us = us.max(0);
+    nix::libc::timeval {
+        tv_sec: (us / 1_000_000) as nix::libc::time_t,
+        tv_usec: (us % 1_000_000) as nix::libc::suseconds_t,
+    }
+}
+
+/// A dequeued `v4l2_buffer` (with its plane array when multi-planar).
+pub(crate) fn dequeued_from_raw(
+    mplane: bool,
+    b: &sys::v4l2_buffer,
+    planes: &[sys::v4l2_plane],
+) -> Dequeued {
+    let planes = if mplane {
+        let n = (b.length as usize).min(planes.len());
+        planes[..n]
+            .iter()
+            .map(|p| DequeuedPlane {
+                bytesused: p.bytesused,
+                data_offset: p.data_offset,
+            })
+            .collect()
+    } else {
+        vec![DequeuedPlane {
+            bytesused: b.bytesused,
+            data_offset: 0,
+        }]
+    };
+    Dequeued {
+        index: b.index as usize,
+        planes,
+        flags: b.flags,
+        timestamp_us: timeval_us(&b.timestamp),
+        sequence: b.sequence,
+    }
+}
+
+fn einval() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+impl Backend for V4l2Device {
+    fn caps(&self) -> &Caps {
+        &self.caps
+    }
+
+    fn formats(&mut self, queue: Queue) -> io::Result<Vec<Fourcc>> {
+        let mut out = Vec::new();
+        for index in 0..64 {
+            let mut d = sys::v4l2_fmtdesc {
+                index,
+                type_: self.buf_type(queue) as u32,
+                flags: 0,
+                description: [0; 32],
+                pixelformat: 0,
+                mbus_code: 0,
+                reserved: [0; 3],
+            };
+            match sys::enum_fmt(self.fd.as_fd(), &mut d) {
+                Ok(()) => out.push(Fourcc::from_u32(d.pixelformat)),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn set_format(&mut self, queue: Queue, want: &Format) -> io::Result<Format> {
+        let mut raw = format_to_raw(self.mplane, queue, want);
+        sys::format(self.fd.as_fd(), &mut raw, true)?;
+        Ok(format_from_raw(self.mplane, &raw))
+    }
+
+    fn set_frame_interval(&mut self, num: u32, den: u32) -> io::Result<()> {
+        let mut p = output_parm(self.mplane, num, den);
+        sys::s_parm(self.fd.as_fd(), &mut p)
+    }
+
+    fn set_control(&mut self, id: u32, value: i32) -> io::Result<()> {
+        sys::s_ctrl(self.fd.as_fd(), id, value)
+    }
+
+    fn allocate(&mut self, queue: Queue, count: u32) -> io::Result<Vec<Vec<usize>>> {
+        let t = self.buf_type(queue);
+        self.buffers_mut(queue).clear();
+        let granted = sys::reqbufs(self.fd.as_fd(), t, count)?;
+        let mut buffers = Vec::new();
+        for index in 0..granted {
+            let mut b = sys::v4l2_buffer::new(t, index);
+            let mut planes = [sys::v4l2_plane::default(); VIDEO_MAX_PLANES];
+            sys::buffer(self.fd.as_fd(), BufOp::Query, t, &mut b, &mut planes)?;
+            let spans: Vec<(usize, u32)> = if t.is_mplane() {
+                let n = (b.length as usize).min(VIDEO_MAX_PLANES);
+                planes[..n]
+                    .iter()
+                    .map(|p| (p.length as usize, p.mem_offset()))
+                    .collect()
+            } else {
+                vec![(b.length as usize, b.mem_offset())]
+            };
+            let maps = spans
+                .into_iter()
+                .map(|(len, offset)| Mapping::new(self.fd.as_fd(), len, offset))
+                .collect::<io::Result<Vec<_>>>()?;
+            buffers.push(Buffer {
+                planes: maps,
+                queued: false,
+            });
+        }
+        let lengths = buffers
+            .iter()
+            .map(|b| b.planes.iter().map(Mapping::len).collect())
+            .collect();
+        *self.buffers_mut(queue) = buffers;
+        Ok(lengths)
+    }
+
+    fn plane(&self, queue: Queue, index: usize, plane: usize) -> Option<&[u8]> {
+        let b = self.buffers(queue).get(index)?;
+        if b.queued {
+            return None;
+        }
+        b.planes.get(plane).map(Mapping::as_slice)
+    }
+
+    fn plane_mut(&mut self, queue: Queue, index: usize, plane: usize) -> Option<&mut [u8]> {
+        let b = self.buffers_mut(queue).get_mut(index)?;
+        if b.queued {
+            return None;
+        }
+        b.planes.get_mut(plane).map(Mapping::as_mut_slice)
+    }
+
+    fn queue(
+        &mut self,
+        queue: Queue,
+        index: usize,
+        bytesused: &[u32],
+        timestamp_us: i64,
+    ) -> io::Result<()> {
+        let t = self.buf_type(queue);
+        let n_planes = match self.buffers(queue).get(index) {
+            Some(b) if !b.queued => b.planes.len(),
+            _ => return Err(einval()),
+        };
+        let mut b = sys::v4l2_buffer::new(t, u32::try_from(index).map_err(|_| einval())?);
+        b.field = sys::V4L2_FIELD_NONE;
+        b.timestamp = timeval_from_us(timestamp_us);
+        let mut planes = [sys::v4l2_plane::default(); VIDEO_MAX_PLANES];
+        if t.is_mplane() {
+            for (p, used) in planes.iter_mut().zip(bytesused) {
+                p.bytesused = *used;
+            }
+        } else {
+            b.bytesused = bytesused.first().copied().unwrap_or(0);
+        }
+        let n = n_planes.clamp(1, VIDEO_MAX_PLANES);
+        sys::buffer(self.fd.as_fd(), BufOp::Queue, t, &mut b, &mut planes[..n])?;
+        if let Some(buf) = self.buffers_mut(queue).get_mut(index) {
+            buf.queued = true;
+        }
+        Ok(())
+    }
+
+    fn dequeue(&mut self, queue: Queue) -> io::Result<Option<Dequeued>> {
+        let t = self.buf_type(queue);
+        let mut b = sys::v4l2_buffer::new(t, 0);
+        let mut planes = [sys::v4l2_plane::default(); VIDEO_MAX_PLANES];
+        match sys::buffer(self.fd.as_fd(), BufOp::Dequeue, t, &mut b, &mut planes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let d = dequeued_from_raw(t.is_mplane(), &b, &planes);
+        if let Some(buf) = self.buffers_mut(queue).get_mut(d.index) {
+            buf.queued = false;
+        }
+        Ok(Some(d))
+    }
+
+    fn wait(&mut self, timeout: Duration) -> io::Result<Ready> {
+        let mut fds = [PollFd::new(
+            self.fd.as_fd(),
+            PollFlags::POLLIN | PollFlags::POLLOUT,
+        )];
+        let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok(Ready::default()),
+            Err(e) => return Err(e.into()),
+        }
+        let r = fds[0].revents().unwrap_or(PollFlags::empty());
+        Ok(Ready {
+            capture: r.intersects(PollFlags::POLLIN | PollFlags::POLLRDNORM),
+            output: r.intersects(PollFlags::POLLOUT | PollFlags::POLLWRNORM),
+            error: r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL),
+        })
+    }
+
+    fn stream(&mut self, queue: Queue, on: bool) -> io::Result<()> {
+        let t = self.buf_type(queue);
+        sys::stream(self.fd.as_fd(), t, on)?;
+        if !on {
+            // STREAMOFF returns every buffer to the application.
+            for b in self.buffers_mut(queue) {
+                b.queued = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Pure struct encoding, checked against the byte offsets of linux/videodev2.h (no device
+    //! exists on these machines, so the ioctls themselves are not run).
+    use super::*;
+
+    #[test]
+    fn a_multi_planar_format_round_trips_through_pix_mp_bytes() {
+        let f = Format {
+            width: 1280,
+            height: 720,
+            fourcc: Fourcc::YM12,
+            planes: vec![
+                PlaneFormat {
+                    bytesperline: 1280,
+                    sizeimage: 921_600,
+                },
+                PlaneFormat {
+                    bytesperline: 640,
+                    sizeimage: 230_400,
+                },
+                PlaneFormat {
+                    bytesperline: 640,
+                    sizeimage: 230_400,
+                },
+            ],
+        };
+        let raw = format_to_raw(true, Queue::Output, &f);
+        assert_eq!(raw.type_, 10); // V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
+        assert_eq!(&raw.fmt.raw[8..12], b"YM12");
+        assert_eq!(raw.fmt.raw[180], 3); // num_planes
+        assert_eq!(get(&raw.fmt.raw, 20 + 20 + 4), 640); // plane_fmt[1].bytesperline
+        assert_eq!(format_from_raw(true, &raw), f);
+    }
+
+    #[test]
+    fn a_single_planar_format_uses_the_pix_fields() {
+        let f = Format {
+            width: 640,
+            height: 480,
+            fourcc: Fourcc::H264,
+            planes: vec![PlaneFormat {
+                bytesperline: 0,
+                sizeimage: 512 << 10,
+            }],
+        };
+        let raw = format_to_raw(false, Queue::Capture, &f);
+        assert_eq!(raw.type_, 1);
+        assert_eq!(get(&raw.fmt.raw, 20), 512 << 10); // pix.sizeimage
+        assert_eq!(get(&raw.fmt.raw, 12), 1); // pix.field = V4L2_FIELD_NONE
+        assert_eq!(format_from_raw(false, &raw), f);
+    }
+
+    #[test]
+    fn caps_prefer_device_caps_and_trim_c_strings() {
+        let mut c = sys::v4l2_capability {
+            driver: [0; 16],
+            card: [0; 32],
+            bus_info: [0; 32],
+            version: 0,
+            capabilities: 0x8420_4000,
+            device_caps: 0x0420_4000,
+            reserved: [0; 3],
+        };
+        c.driver[..13].copy_from_slice(b"bcm2835-codec");
+        c.card[..20].copy_from_slice(b"bcm2835-codec-encode");
+        let caps = caps_from_raw(&c);
+        assert_eq!(caps.driver, "bcm2835-codec");
+        assert_eq!(caps.card, "bcm2835-codec-encode");
+        assert_eq!(caps.caps, 0x0420_4000);
+        assert!(caps.is_m2m() && caps.is_mplane() && caps.can_stream());
+        c.capabilities = 0x0400_8000; // no DEVICE_CAPS: `capabilities` is the node's
+        assert!(!caps_from_raw(&c).is_mplane());
+    }
+
+    #[test]
+    fn buffers_timestamps_and_stream_parameters_encode_as_the_kernel_reads_them() {
+        let tv = timeval_from_us(1_234_567_890);
+        assert_eq!((tv.tv_sec, tv.tv_usec), (1234, 567_890));
+        assert_eq!(timeval_us(&tv), 1_234_567_890);
+        let mut b = sys::v4l2_buffer::new(BufType::VideoCaptureMplane, 2);
+        b.length = 1;
+        b.flags = 0x4008;
+        b.timestamp = tv;
+        let planes = [sys::v4l2_plane {
+            bytesused: 5000,
+            data_offset: 16,
+            ..Default::default()
+        }];
+        let d = dequeued_from_raw(true, &b, &planes);
+        assert_eq!(d.index, 2);
+        assert_eq!(
+            d.planes,
+            [DequeuedPlane {
+                bytesused: 5000,
+                data_offset: 16
+            }]
+        );
+        assert_eq!(d.timestamp_us, 1_234_567_890);
+        let p = output_parm(true, 1, 30);
+        assert_eq!(p.type_, 10);
+        assert_eq!((get(&p.parm, 8), get(&p.parm, 12)), (1, 30));
+    }
+
+    #[test]
+    fn opening_a_missing_node_is_an_io_error() {
+        let e = V4l2Device::open(Path::new("/dev/video-none-here")).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}

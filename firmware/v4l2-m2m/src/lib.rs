@@ -1,0 +1,41 @@
+//! A V4L2 memory-to-memory H.264 encoder driven one frame at a time: the Raspberry Pi 4's
+//! `bcm2835-codec-encode` (`/dev/video11`, multi-planar) and other stateful encoders
+//! (single- or multi-planar), with MMAP buffers.
+//!
+//! ```text
+//! I420 picture ─► OUTPUT buffer (YU12/NV12/YM12/NM12, driver's bytesperline) ─► QBUF(ts)
+//!                                                                      │ encoder
+//! Encoded { Annex B access unit } ◄─ DQBUF CAPTURE buffer(s) with ts ◄─┘
+//! ```
+//!
+//! Layers:
+//! - [`sys`] (private): the `#[repr(C)]` kernel structs, ioctls and `mmap` — the only code
+//!   allowed `unsafe` (the crate denies it everywhere else).
+//! - [`Backend`]: one method per ioctl in plain types, the seam the tests replace.
+//! - [`V4l2Device`]: the `Backend` over a real node.
+//! - [`Encoder`]: setup order, buffer ownership, timestamp matching and errors, over any
+//!   `Backend` ([`layout`] does the plane arithmetic).
+//!
+//! Nothing here has run against a real encoder on the machines this was written on (they have
+//! no `/dev/video*`); see pinhole's `board/v4l2.md` for what is verified and what is not.
+
+#![deny(unsafe_code)]
+
+pub mod backend;
+mod device;
+pub mod encoder;
+pub mod layout;
+#[allow(unsafe_code)]
+mod sys;
+
+#[cfg(test)]
+mod standin;
+
+pub use backend::{
+    Backend, Caps, Dequeued, DequeuedPlane, Format, Fourcc, PlaneFormat, Queue, Ready,
+};
+pub use device::V4l2Device;
+pub use encoder::{
+    capture_buffer_size, Config, Encoded, Encoder, Error, Note, CID_FORCE_KEY_FRAME,
+};
+pub use layout::Picture;
