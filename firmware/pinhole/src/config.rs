@@ -32,10 +32,13 @@ SOURCES (--source URI):
                       Example: 'exec:rpicam-vid -t 0 --inline --codec h264 -o -'
   v4l2:/dev/videoN[?OPTIONS]
                       a V4L2 camera: H.264 from the camera itself (UVC), else raw YUYV/NV12/
-                      YU12 (or YU12 that libv4l decodes from MJPEG) encoded with OpenH264.
-                      Options: size=WxH (nearest to 1280x720), fps=N (30), bitrate=BITS (2M),
-                      gop=FRAMES (one second), encoder=auto|software|/dev/videoN. `pinhole
-                      probe` lists the devices, their modes and the encoders found.
+                      YU12 (or YU12 that libv4l decodes from MJPEG) encoded by a V4L2
+                      memory-to-memory hardware encoder (the Pi 4's /dev/video11) when there
+                      is one, else by OpenH264. Options: size=WxH (nearest to 1280x720),
+                      fps=N (30), bitrate=BITS (2M), gop=FRAMES (one second),
+                      encoder=auto|software|/dev/videoN (auto: the hardware encoder, OpenH264
+                      if it cannot be set up; /dev/videoN: that M2M encoder or an error).
+                      `pinhole probe` lists the devices, their modes and the encoders found.
                       Example: v4l2:/dev/video0?size=1920x1080&fps=30
   gst:PIPELINE        a GStreamer pipeline making H.264; needs a pinhole built with
                       --features gstreamer. pinhole appends h264parse and its appsink.

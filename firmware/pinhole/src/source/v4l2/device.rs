@@ -24,6 +24,7 @@ use v4l::Device;
 
 use super::encoder::{self, CodecDevice, ControlSetting, EncodeParams, EncoderChoice};
 use super::frames::{self, BufferMeta, H264Buffers, TimeNote, Timeline};
+use super::hardware::{self, HardwareEncoder, HwProblem};
 use super::negotiate::{
     self, Delivery, FormatCaps, Fourcc, Interval, IntervalRange, Plan, SizeCaps, SizeRange,
 };
@@ -217,31 +218,16 @@ pub fn codec_devices(skip: &Path) -> Vec<CodecDevice> {
     out
 }
 
-/// Sets each control on its own, so one the device lacks does not stop the others. Returns
-/// how many were accepted.
+/// Sets each control on its own (see [`hardware::apply_controls`]). Returns how many were
+/// accepted.
 pub fn apply_controls(dev: &Device, what: &str, controls: &[ControlSetting]) -> usize {
-    let mut ok = 0;
-    for c in controls {
+    hardware::apply_controls(what, controls, |c| {
         let ctrl = v4l::control::Control {
             id: c.id,
             value: v4l::control::Value::Integer(c.value),
         };
-        match dev.set_control(ctrl) {
-            Ok(()) => ok += 1,
-            Err(e) if c.essential => tracing::warn!(
-                source = "v4l2",
-                device = what,
-                control = c.name,
-                value = c.value,
-                error = %e,
-                "control refused; the stream may carry B-frames or lack in-band SPS/PPS"
-            ),
-            Err(e) => {
-                tracing::debug!(source = "v4l2", device = what, control = c.name, error = %e, "control not set")
-            }
-        }
-    }
-    ok
+        dev.set_control(ctrl).map_err(|e| e.to_string())
+    })
 }
 
 /// `CLOCK_MONOTONIC` in µs, the clock V4L2 stamps buffers with.
@@ -364,40 +350,54 @@ pub fn run(
         Delivery::Raw { format, .. } => {
             let choice = encoder::select_encoder(&opts.encoder, &codec_devices(path))
                 .map_err(|e| format!("{name}: {e}"))?;
-            if let EncoderChoice::M2m {
-                path: enc,
-                card,
-                reason,
-            } = &choice
-            {
-                // See board/v4l2.md: the v4l crate's OUTPUT-queue stream cannot hand a frame to
-                // an encoder without waiting for the next one, and fails on the non-blocking
-                // descriptor it opens; until that is solved, raw frames go to OpenH264.
-                if opts.encoder != encoder::EncoderPref::Auto {
-                    return Err(format!(
-                        "{name}: encoder={}: streaming through a V4L2 M2M encoder ({card}) is not supported yet; use encoder=auto or software",
-                        enc.display()
-                    ));
-                }
-                tracing::warn!(source = "v4l2", device = %name, encoder = %enc.display(), card = %card, why = reason,
-                    "hardware encoder found, but M2M streaming is not supported yet; encoding with OpenH264");
-            }
+            let hw = match &choice {
+                EncoderChoice::M2m {
+                    path: enc,
+                    card,
+                    reason,
+                } => match HardwareEncoder::open(enc, width, height, interval, params) {
+                    Ok(hw) => Some(hw),
+                    // encoder=auto: a hardware encoder that cannot be set up is not worth
+                    // failing the camera for.
+                    Err(e) if opts.encoder == encoder::EncoderPref::Auto => {
+                        tracing::warn!(source = "v4l2", device = %name, encoder = %enc.display(), card = %card, why = reason,
+                            "hardware encoder unusable, encoding with OpenH264 instead: {e}");
+                        None
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "{name}: encoder={}: {e} (encoder=auto falls back to software)",
+                            enc.display()
+                        ))
+                    }
+                },
+                EncoderChoice::Software { .. } => None,
+            };
             let stride = got.stride as usize;
             let frame_len = yuv::frame_len(format, width as usize, height as usize, stride);
-            let sw = SoftwareEncoder::new(width, height, fps, params)
-                .map_err(|e| format!("{name}: {e}"))?;
-            Pipeline::Software {
+            let encoder = match hw {
+                Some(hw) => RawEncoder::Hardware(Box::new(hw)),
+                None => RawEncoder::Software(Box::new(
+                    SoftwareEncoder::new(width, height, fps, params)
+                        .map_err(|e| format!("{name}: {e}"))?,
+                )),
+            };
+            Pipeline::Raw {
                 format,
                 stride,
                 frame_len,
                 picture: I420::new(width as usize, height as usize),
-                encoder: Box::new(sw),
+                encoder,
             }
         }
     };
     let encoder_name = match &pipeline {
         Pipeline::Native(_) => "camera (H.264)".to_string(),
-        Pipeline::Software { .. } => "OpenH264 (software)".to_string(),
+        Pipeline::Raw {
+            encoder: RawEncoder::Hardware(hw),
+            ..
+        } => hw.describe(),
+        Pipeline::Raw { .. } => "OpenH264 (software)".to_string(),
     };
     tracing::info!(source = "v4l2", device = %name, card = %caps.card, format = %plan.fourcc, width, height,
         rate = %interval.map_or_else(|| "driver default".to_string(), |i| i.to_string()), encoder = %encoder_name, "capturing");
@@ -464,7 +464,7 @@ pub fn run(
                 let (stamp, note) = timeline.stamp(&meta, arrival, unix_offset_us());
                 (au, stamp, note)
             }
-            Pipeline::Software {
+            Pipeline::Raw {
                 format,
                 stride,
                 frame_len,
@@ -483,11 +483,27 @@ pub fn run(
                     continue;
                 }
                 let (stamp, note) = timeline.stamp(&meta, arrival, unix_offset_us());
-                match encoder.encode(picture, stamp.dts_90k / 90) {
-                    Ok(Some(au)) => (au, stamp, note),
-                    // Not configured to skip; if it ever does, the timeline shows a short gap.
-                    Ok(None) => continue,
-                    Err(e) => return Err(format!("{name}: {e}")),
+                let au = match encoder {
+                    RawEncoder::Software(sw) => sw
+                        .encode(picture, stamp.dts_90k / 90)
+                        .map_err(|e| format!("{name}: {e}"))?,
+                    // The camera buffer's own time goes to the encoder (it only matches
+                    // buffers by it); media time comes from the timeline as for UVC H.264.
+                    RawEncoder::Hardware(hw) => match hw.encode(picture, meta.timestamp_us) {
+                        Ok(au) => au,
+                        Err(HwProblem::Lost(e)) => {
+                            problems.buffer(path, &e);
+                            continue;
+                        }
+                        Err(HwProblem::Fatal(e)) => return Err(e),
+                    },
+                };
+                match au {
+                    Some(au) => (au, stamp, note),
+                    // OpenH264 is not configured to skip, and an M2M encoder's headers-only
+                    // buffer goes in front of the next picture; if either happens, the
+                    // timeline shows a short gap.
+                    None => continue,
                 }
             }
         };
@@ -521,11 +537,17 @@ pub fn run(
 /// How buffers become access units in this run.
 enum Pipeline {
     Native(H264Buffers),
-    Software {
+    Raw {
         format: negotiate::RawFormat,
         stride: usize,
         frame_len: usize,
         picture: I420,
-        encoder: Box<SoftwareEncoder>,
+        encoder: RawEncoder,
     },
+}
+
+/// Who encodes raw frames.
+enum RawEncoder {
+    Software(Box<SoftwareEncoder>),
+    Hardware(Box<HardwareEncoder>),
 }

@@ -1,16 +1,18 @@
 //! `v4l2:/dev/videoN[?options]`: a V4L2 camera through the `v4l` crate (and libv4l2).
 //!
 //! ```text
-//! camera ─ H.264 (UVC 1.5) ──────────────────────────────► H264Buffers ─┐
-//!        └ YUYV / NV12 / YU12 (or libv4lconvert's YU12 from MJPEG)      ├─► Frame ─► pipeline
-//!             ─► yuv::convert ─► OpenH264 (software) ─────────────────────┘
+//! camera ─ H.264 (UVC 1.5) ──────────────────────────────────────────► H264Buffers ─┐
+//!        └ YUYV / NV12 / YU12 (or libv4lconvert's YU12 from MJPEG)                  ├─► Frame ─► pipeline
+//!             ─► yuv::convert ─┬─► V4L2 M2M encoder (Pi 4: /dev/video11) ─► H264Buffers ─┤
+//!                              └─► OpenH264 (software) ───────────────────────────────────┘
 //! ```
 //!
 //! The decisions live in pure modules that are unit-tested with stand-in device descriptions
 //! (these machines have no `/dev/video*` and cannot load vivid or v4l2loopback):
 //! [`negotiate`] (format, size, rate), [`encoder`] (which encoder, which controls), [`frames`]
 //! (buffer checks, access units, timestamps) and [`yuv`] (raw → I420). [`device`] is the thin
-//! part that talks to the kernel; [`probe`] is `pinhole probe`.
+//! part that talks to the kernel; [`hardware`] drives an M2M encoder through the `v4l2-m2m`
+//! crate; [`probe`] is `pinhole probe`.
 //!
 //! Options: `size=WxH` (default: nearest to 1280x720), `fps=N` (30), `bitrate=BITS` (2M;
 //! k/M suffixes), `gop=FRAMES` (one second), `encoder=auto|software|/dev/videoN`.
@@ -18,6 +20,7 @@
 pub mod device;
 pub mod encoder;
 pub mod frames;
+pub mod hardware;
 pub mod negotiate;
 pub mod probe;
 pub mod software;

@@ -203,15 +203,21 @@ pub fn render(nodes: &[Node]) -> String {
         .collect();
     out.push_str("\nH.264 encoders for raw cameras, in the order pinhole tries them:\n");
     for (i, e) in encoder::ranked_encoders(&codecs).iter().enumerate() {
+        // The first is what encoder=auto uses (falling back to software if it cannot be set up).
+        let used = if i == 0 {
+            " [used with encoder=auto]"
+        } else {
+            ""
+        };
         let _ = match e {
             EncoderChoice::M2m { path, card, reason } => writeln!(
                 out,
-                "  {}. {} ({card}): {reason} [found; pinhole does not stream through M2M encoders yet, see board/v4l2.md]",
+                "  {}. {} ({card}): {reason}{used}",
                 i + 1,
                 path.display()
             ),
             EncoderChoice::Software { reason } => {
-                writeln!(out, "  {}. software: {reason}", i + 1)
+                writeln!(out, "  {}. software: {reason}{used}", i + 1)
             }
         };
     }
@@ -245,7 +251,10 @@ mod tests {
     fn a_machine_without_devices_says_so_and_still_lists_the_software_encoder() {
         let text = render(&[]);
         assert!(text.starts_with("No video devices"), "{text}");
-        assert!(text.contains("1. software: OpenH264"), "{text}");
+        assert!(
+            text.contains("1. software: OpenH264, in-process [used with encoder=auto]"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -326,9 +335,12 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("1. /dev/video11 (bcm2835-codec-encode)"),
+            text.contains("1. /dev/video11 (bcm2835-codec-encode): the Pi 4's VideoCore encoder (as rpicam-apps detects it) [used with encoder=auto]"),
             "{text}"
         );
-        assert!(text.contains("2. software"), "{text}");
+        assert!(
+            text.contains("2. software: OpenH264, in-process\n"),
+            "{text}"
+        );
     }
 }
