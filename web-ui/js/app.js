@@ -85,7 +85,7 @@ watchVideoFrames();
 
 function startChunked() {
   const player = new MsePlayer(video, {
-    lagMs: num('lag'), slackMs: num('slack'), safetyMs: num('safety'),
+    lagMs: num('lag'), slackMs: num('slack'), safetyMs: num('safety'), trim: params.get('trim'),
     onFatal: (e) => { noteError(e); if (autoMode) switchTo('compat'); },
     onNeedRestart: () => { stream.stop(); stream.start(); },
   });
