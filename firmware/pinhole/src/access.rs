@@ -959,6 +959,16 @@ mod tests {
         }
     }
 
+    /// A fresh state directory and the self-signed certificate `tls.rs` makes in it.
+    fn generated_tls(tag: &str) -> (std::path::PathBuf, crate::tls::Loaded) {
+        let dir = std::env::temp_dir().join(format!("pinhole-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let source = crate::tls::CertSource::Generated {
+            state_dir: dir.clone(),
+        };
+        (dir, crate::tls::load(&source, &[]).unwrap())
+    }
+
     /// The key set over real HTTPS: a rustls server on 127.0.0.1 with a certificate made by
     /// `tls.rs`, trusted as the only root. Then a token passes `Access::check`, and a token naming
     /// an unknown key makes one more fetch.
@@ -967,15 +977,7 @@ mod tests {
         use hyper::service::service_fn;
         use std::sync::atomic::AtomicUsize;
 
-        let dir = std::env::temp_dir().join(format!("pinhole-jwks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let loaded = crate::tls::load(
-            &crate::tls::CertSource::Generated {
-                state_dir: dir.clone(),
-            },
-            &[],
-        )
-        .unwrap();
+        let (dir, loaded) = generated_tls("jwks");
         let kp = keypair();
         let k = public(&kp);
         let doc = format!(
@@ -1043,15 +1045,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_webpki_roots_refuse_a_self_signed_key_server() {
-        let dir = std::env::temp_dir().join(format!("pinhole-jwks2-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let loaded = crate::tls::load(
-            &crate::tls::CertSource::Generated {
-                state_dir: dir.clone(),
-            },
-            &[],
-        )
-        .unwrap();
+        let (dir, loaded) = generated_tls("jwks2");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let acceptor = tokio_rustls::TlsAcceptor::from(loaded.config);
