@@ -463,6 +463,20 @@ def split_avcc(data: bytes, length_size: int, where: str) -> list[int]:
     return types
 
 
+class _Fields:
+    """Reads a full box's 32-bit fields in order; an optional one is there when its flag is set."""
+
+    def __init__(self, payload: bytes, p: int):
+        self.payload, self.p = payload, p
+
+    def take(self, present, default=None, fmt: str = ">I"):
+        if not present:
+            return default
+        value = struct.unpack_from(fmt, self.payload, self.p)[0]
+        self.p += 4
+        return value
+
+
 def parse_fragment(payload: bytes, init: Init, t_recv: float = 0.0) -> Fragment:
     top = parse_boxes(payload)
     types = [b.type for b in top]
@@ -476,22 +490,14 @@ def parse_fragment(payload: bytes, init: Init, t_recv: float = 0.0) -> Fragment:
     traf = only(kids, "traf", "moof (one track)").children()
     tfhd = only(traf, "tfhd", "traf")
     _, tf_flags, p = tfhd.full()
-    track_id = struct.unpack_from(">I", payload, p)[0]
-    p += 4
+    r = _Fields(payload, p)
+    track_id = r.take(True)
     _need(not tf_flags & TFHD_BASE_DATA_OFFSET, "tfhd: base-data-offset present (CMAF forbids it)")
     _need(tf_flags & TFHD_DEFAULT_BASE_IS_MOOF, "tfhd: default-base-is-moof not set (CMAF requires it)")
-    d_dur, d_size, d_flags = init.trex["duration"], init.trex["size"], init.trex["flags"]
-    if tf_flags & TFHD_SAMPLE_DESCRIPTION_INDEX:
-        p += 4
-    if tf_flags & TFHD_DEFAULT_SAMPLE_DURATION:
-        d_dur = struct.unpack_from(">I", payload, p)[0]
-        p += 4
-    if tf_flags & TFHD_DEFAULT_SAMPLE_SIZE:
-        d_size = struct.unpack_from(">I", payload, p)[0]
-        p += 4
-    if tf_flags & TFHD_DEFAULT_SAMPLE_FLAGS:
-        d_flags = struct.unpack_from(">I", payload, p)[0]
-        p += 4
+    r.take(tf_flags & TFHD_SAMPLE_DESCRIPTION_INDEX)
+    d_dur = r.take(tf_flags & TFHD_DEFAULT_SAMPLE_DURATION, init.trex["duration"])
+    d_size = r.take(tf_flags & TFHD_DEFAULT_SAMPLE_SIZE, init.trex["size"])
+    d_flags = r.take(tf_flags & TFHD_DEFAULT_SAMPLE_FLAGS, init.trex["flags"])
     tfdt = only(traf, "tfdt", "traf")
     tfdt_v, _, p = tfdt.full()
     base_time = struct.unpack_from(">Q" if tfdt_v == 1 else ">I", payload, p)[0]
@@ -500,30 +506,17 @@ def parse_fragment(payload: bytes, init: Init, t_recv: float = 0.0) -> Fragment:
     samples: list[Sample] = []
     for trun in truns:
         tv, fl, p = trun.full()
-        count = struct.unpack_from(">I", payload, p)[0]
-        p += 4
+        r = _Fields(payload, p)
+        count = r.take(True)
         _need(fl & TRUN_DATA_OFFSET, "trun: no data_offset")
-        data_offset = struct.unpack_from(">i", payload, p)[0]
-        p += 4
-        first_flags = None
-        if fl & TRUN_FIRST_SAMPLE_FLAGS:
-            first_flags = struct.unpack_from(">I", payload, p)[0]
-            p += 4
+        data_offset = r.take(True, fmt=">i")
+        first_flags = r.take(fl & TRUN_FIRST_SAMPLE_FLAGS)
         data_pos = moof.start + data_offset
         for i in range(count):
-            dur, size, flags, cto = d_dur, d_size, d_flags, 0
-            if fl & TRUN_SAMPLE_DURATION:
-                dur = struct.unpack_from(">I", payload, p)[0]
-                p += 4
-            if fl & TRUN_SAMPLE_SIZE:
-                size = struct.unpack_from(">I", payload, p)[0]
-                p += 4
-            if fl & TRUN_SAMPLE_FLAGS:
-                flags = struct.unpack_from(">I", payload, p)[0]
-                p += 4
-            if fl & TRUN_SAMPLE_CTO:
-                cto = struct.unpack_from(">i" if tv == 1 else ">I", payload, p)[0]
-                p += 4
+            dur = r.take(fl & TRUN_SAMPLE_DURATION, d_dur)
+            size = r.take(fl & TRUN_SAMPLE_SIZE, d_size)
+            flags = r.take(fl & TRUN_SAMPLE_FLAGS, d_flags)
+            cto = r.take(fl & TRUN_SAMPLE_CTO, 0, ">i" if tv == 1 else ">I")
             if i == 0 and first_flags is not None:
                 flags = first_flags
             where = f"fragment seq {sequence} sample {len(samples)}"
@@ -534,7 +527,7 @@ def parse_fragment(payload: bytes, init: Init, t_recv: float = 0.0) -> Fragment:
             nal_types = split_avcc(payload[data_pos : data_pos + size], init.length_size, where)
             samples.append(Sample(dur, size, flags, cto, nal_types))
             data_pos += size
-        _need(p == trun.end, f"trun: {trun.end - p} unexplained bytes")
+        _need(r.p == trun.end, f"trun: {trun.end - r.p} unexplained bytes")
     _need(
         sum(s.size for s in samples) == mdat.end - mdat.body_start,
         f"fragment seq {sequence}: sample sizes add to {sum(s.size for s in samples)}, "
