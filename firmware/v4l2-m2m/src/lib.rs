@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Layers:
-//! - [`sys`] (private): the `#[repr(C)]` kernel structs, ioctls and `mmap` — the only code
+//! - `sys` (private): the `#[repr(C)]` kernel structs, ioctls and `mmap` — the only code
 //!   allowed `unsafe` (the crate denies it everywhere else).
 //! - [`Backend`]: one method per ioctl in plain types, the seam the tests replace.
 //! - [`V4l2Device`]: the `Backend` over a real node.
