@@ -44,7 +44,7 @@ impl Config {
             width,
             height,
             frame_interval: None,
-            output_buffers: 2,
+            output_buffers: 3,
             capture_buffers: 3,
             capture_size: 0,
             timeout: Duration::from_secs(1),

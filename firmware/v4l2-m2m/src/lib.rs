@@ -28,8 +28,8 @@ pub mod layout;
 #[allow(unsafe_code)]
 mod sys;
 
-#[cfg(test)]
-mod standin;
+#[cfg(any(test, feature = "stand-in"))]
+pub mod standin;
 
 pub use backend::{
     Backend, Caps, Dequeued, DequeuedPlane, Format, Fourcc, PlaneFormat, Queue, Ready,

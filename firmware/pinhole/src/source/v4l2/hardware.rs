@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use media::h264::AccessUnit;
-use v4l2_m2m::{Config, Encoder, Picture, V4l2Device};
+use v4l2_m2m::{Backend, Config, Encoder, Picture, V4l2Device};
 
 use super::encoder::{self, ControlSetting, EncodeParams};
 use super::frames::H264Buffers;
@@ -30,13 +30,14 @@ pub enum HwProblem {
     Fatal(String),
 }
 
-pub struct HardwareEncoder {
-    enc: Encoder<V4l2Device>,
+/// The encoder wrapper, over the real device (or, in tests, the crate's stand-in driver).
+pub struct HardwareEncoder<B: Backend = V4l2Device> {
+    enc: Encoder<B>,
     buffers: H264Buffers,
     lost_in_row: u32,
 }
 
-impl std::fmt::Debug for HardwareEncoder {
+impl<B: Backend> std::fmt::Debug for HardwareEncoder<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HardwareEncoder")
             .field("node", &self.enc.node())
@@ -71,7 +72,14 @@ pub fn apply_controls(
     ok
 }
 
-impl HardwareEncoder {
+/// The encoder's setup for `width`×`height` frames at `interval`.
+pub fn config(width: u32, height: u32, interval: Option<Interval>) -> Config {
+    let mut config = Config::new(width, height);
+    config.frame_interval = interval.map(|i| (i.num, i.den));
+    config
+}
+
+impl HardwareEncoder<V4l2Device> {
     /// Opens and sets up the encoder at `path` for `width`×`height` frames.
     pub fn open(
         path: &Path,
@@ -80,9 +88,15 @@ impl HardwareEncoder {
         interval: Option<Interval>,
         params: EncodeParams,
     ) -> Result<HardwareEncoder, String> {
-        let mut config = Config::new(width, height);
-        config.frame_interval = interval.map(|i| (i.num, i.den));
-        let mut enc = Encoder::open(path, &config).map_err(|e| e.to_string())?;
+        let enc =
+            Encoder::open(path, &config(width, height, interval)).map_err(|e| e.to_string())?;
+        Ok(HardwareEncoder::with_encoder(enc, params))
+    }
+}
+
+impl<B: Backend> HardwareEncoder<B> {
+    /// Sets the streaming controls on a set-up encoder.
+    pub fn with_encoder(mut enc: Encoder<B>, params: EncodeParams) -> HardwareEncoder<B> {
         let node = enc.node().to_string();
         let accepted = apply_controls(&node, &encoder::streaming_controls(params), |c| {
             enc.set_control(c.id, c.value).map_err(|e| e.to_string())
@@ -96,7 +110,7 @@ impl HardwareEncoder {
         tracing::info!(source = "v4l2", encoder = %node, card = hw.enc.card(), input = %hw.enc.input_format(),
             controls = accepted, capture_buffer = hw.enc.capture_format().planes.first().map_or(0, |p| p.sizeimage),
             "hardware encoder ready");
-        Ok(hw)
+        hw
     }
 
     /// For the log and status: `V4L2 M2M /dev/video11 (bcm2835-codec-encode, YU12 in)`.
@@ -197,6 +211,82 @@ mod tests {
             e.starts_with("cannot open /dev/video99: no such device node"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn stand_in_pi4_frames_become_access_units_and_five_lost_in_a_row_fail_the_run() {
+        // The v4l2-m2m crate's stand-in driver (no /dev/video11 on these machines), answering
+        // like bcm2835-codec-encode: SPS/PPS in a buffer of their own before the IDR, then
+        // P frames, then only corrupt buffers (V4L2_BUF_FLAG_ERROR).
+        use v4l2_m2m::backend::flags;
+        use v4l2_m2m::standin::{out, Out, Reply, StandIn, Ts};
+        const SPS_PPS: &[u8] = &[
+            0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0x8c, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
+        ];
+        let mut s = StandIn::pi4(Box::new(|f| Reply {
+            outs: match f.n {
+                0 => vec![
+                    Out {
+                        ts: Ts::Fixed(0),
+                        ..out(0, SPS_PPS)
+                    },
+                    out(1, &[0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00, 0x33]),
+                ],
+                1 => vec![out(1, &[0, 0, 0, 1, 0x41, 0x9a, 0x02, 0x03])],
+                _ => vec![Out {
+                    flags: flags::ERROR,
+                    ..out(1, &[0, 0, 0, 1, 0x41, 0x9a])
+                }],
+            },
+            ..Reply::default()
+        }));
+        let params = EncodeParams {
+            bitrate_bps: 1_000_000,
+            gop_frames: 30,
+        };
+        let enc = Encoder::new(
+            &mut s,
+            "/dev/video11".into(),
+            &config(64, 48, Some(Interval::from_fps(30))),
+        )
+        .unwrap();
+        let mut hw = HardwareEncoder::with_encoder(enc, params);
+        assert_eq!(
+            hw.describe(),
+            "V4L2 M2M /dev/video11 (bcm2835-codec-encode, YU12 in)"
+        );
+        let pic = I420::new(64, 48);
+        let au = hw.encode(&pic, 1_000).unwrap().unwrap();
+        assert!(au.is_idr && au.sps().is_some() && au.pps().is_some());
+        let au = hw.encode(&pic, 34_333).unwrap().unwrap();
+        assert!(!au.is_idr && !au.has_b_slices);
+        for i in 0..4 {
+            let e = hw.encode(&pic, 70_000 + i * 33_333).unwrap_err();
+            assert!(
+                matches!(&e, HwProblem::Lost(m) if m.contains("V4L2_BUF_FLAG_ERROR")),
+                "{e:?}"
+            );
+        }
+        let e = hw.encode(&pic, 300_000).unwrap_err();
+        assert!(
+            matches!(&e, HwProblem::Fatal(m) if m.contains("5 frames in a row lost")),
+            "{e:?}"
+        );
+        drop(hw);
+        // Every streaming control went to the driver before streaming started.
+        let streamon = s
+            .log
+            .iter()
+            .position(|l| l.starts_with("STREAMON"))
+            .unwrap();
+        for c in encoder::streaming_controls(params) {
+            let set = s
+                .log
+                .iter()
+                .position(|l| l.starts_with(&format!("S_CTRL {:#x}=", c.id)))
+                .unwrap_or_else(|| panic!("{} not set: {:#?}", c.name, s.log));
+            assert!(set < streamon, "{}", c.name);
+        }
     }
 
     #[test]
