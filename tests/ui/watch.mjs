@@ -188,6 +188,9 @@ async function main() {
       luma: window.__watch.luma(),
       player_errors: window.pinhole ? window.pinhole.errors : [],
       player_first_frame_ms: window.pinhole ? window.pinhole.firstFrameMs : null,
+      // when each start-up step first happened (ms since navigation): where the first frame's time goes
+      startup_marks: window.pinhole ? window.pinhole.marks : null,
+      dom_content_loaded_ms: Math.round(performance.getEntriesByType('navigation')[0]?.domContentLoadedEventEnd ?? -1),
       // the UI's snapshot (the PNG its button downloads): its size and its first bytes
       snapshot: (() => {
         const c = window.pinhole && window.pinhole.snapshot ? window.pinhole.snapshot() : null;

@@ -28,6 +28,7 @@ const num = (k) => (params.has(k) && Number.isFinite(Number(params.get(k))) ? Nu
 const S = {
   mode: null, submode: '', frames: 0, firstFrameMs: null, latencyMs: null, bytes: 0,
   connections: 0, errors: [], offline: false, lastFrameAt: 0, method: null, jumps: 0,
+  marks: {}, // first time (performance.now()) of each start-up step, for the benchmark
 };
 window.pinhole = S;
 
@@ -57,8 +58,14 @@ function noteError(e) {
   if (S.errors.length > 50) S.errors.shift();
 }
 
+// Notes the first time a start-up step happened.
+function mark(step) {
+  if (S.marks[step] === undefined) S.marks[step] = Math.round(performance.now());
+}
+
 function frameShown() {
   const now = performance.now();
+  mark('frame');
   if (S.firstFrameMs === null) S.firstFrameMs = now;
   S.frames++;
   S.lastFrameAt = now;
@@ -84,17 +91,20 @@ function watchVideoFrames() {
 watchVideoFrames();
 
 function startChunked() {
+  mark('start');
   const player = new MsePlayer(video, {
     lagMs: num('lag'), slackMs: num('slack'), safetyMs: num('safety'), trim: params.get('trim'),
+    onMark: mark,
     onFatal: (e) => { noteError(e); if (autoMode) switchTo('compat'); },
     onNeedRestart: () => { stream.stop(); stream.start(); },
   });
   let records = 0;
   const stream = new CmafStream(`${BASE}/api/video/cmaf`, {
-    onConnect: (n, method) => { S.connections = n; S.method = method; },
+    onConnect: (n, method) => { S.connections = n; S.method = method; mark('connected'); },
     onBytes: countBytes,
     onDisconnect: noteError,
     onRecord: (rec, first) => {
+      mark(first ? 'init' : 'fragment');
       records++;
       if (first) player.onInit(rec, true);
       else if (isInitRecord(rec)) player.onInit(rec, false);

@@ -123,6 +123,7 @@ export class MsePlayer {
     }
     ms.addEventListener('sourceopen', () => {
       if (gen !== this.generation) return;
+      this.opts.onMark?.('sourceopen');
       try {
         const sb = ms.addSourceBuffer(`video/mp4; codecs="${info.codec}"`);
         sb.mode = 'segments';
@@ -199,6 +200,7 @@ export class MsePlayer {
       if (!this.started || t < start || end - t > FAR_BEHIND_S) {
         // start, a gap (the source was away), or far behind: to the live edge now
         if (end - start > 0) {
+          this.opts.onMark?.('seek');
           v.currentTime = Math.max(start, end - this.targetS);
           if (this.started) this.jumps++;
           this.started = true;

@@ -182,14 +182,24 @@ impl I420Frame {
     /// A black picture of the given (even, in range) size.
     pub fn black(width: usize, height: usize) -> Result<Self, PatternError> {
         check_size(width, height)?;
+        Ok(Self::new(width, height))
+    }
+
+    /// A black picture; `width` and `height` must be even (a camera's negotiated size is).
+    pub fn new(width: usize, height: usize) -> Self {
         let chroma = (width / 2) * (height / 2);
-        Ok(Self {
+        Self {
             width,
             height,
             y: vec![Y_BLACK; width * height],
             u: vec![CHROMA_NEUTRAL; chroma],
             v: vec![CHROMA_NEUTRAL; chroma],
-        })
+        }
+    }
+
+    /// The Y, U and V planes.
+    pub fn planes(&self) -> (&[u8], &[u8], &[u8]) {
+        (&self.y, &self.u, &self.v)
     }
 }
 

@@ -3,59 +3,10 @@
 //! Pure and checked: a buffer shorter than the frame it claims to hold is an error, never a
 //! panic or a read past the end.
 
-use openh264::formats::YUVSource;
-
 use super::negotiate::RawFormat;
 
-/// A planar 4:2:0 picture with tight strides.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct I420 {
-    width: usize,
-    height: usize,
-    y: Vec<u8>,
-    u: Vec<u8>,
-    v: Vec<u8>,
-}
-
-impl I420 {
-    /// A black picture; `width` and `height` must be even (negotiation ensures it).
-    pub fn new(width: usize, height: usize) -> I420 {
-        let c = (width / 2) * (height / 2);
-        I420 {
-            width,
-            height,
-            y: vec![16; width * height],
-            u: vec![128; c],
-            v: vec![128; c],
-        }
-    }
-
-    pub fn planes(&self) -> (&[u8], &[u8], &[u8]) {
-        (&self.y, &self.u, &self.v)
-    }
-}
-
-impl YUVSource for I420 {
-    fn dimensions(&self) -> (usize, usize) {
-        (self.width, self.height)
-    }
-
-    fn strides(&self) -> (usize, usize, usize) {
-        (self.width, self.width / 2, self.width / 2)
-    }
-
-    fn y(&self) -> &[u8] {
-        &self.y
-    }
-
-    fn u(&self) -> &[u8] {
-        &self.u
-    }
-
-    fn v(&self) -> &[u8] {
-        &self.v
-    }
-}
+/// A planar 4:2:0 picture with tight strides: the test source's picture type.
+pub use crate::source::pattern::I420Frame as I420;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
