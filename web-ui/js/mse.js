@@ -34,11 +34,11 @@ export class MsePlayer {
     this.opts = opts;
     this.targetS = (opts.lagMs ?? 90) / 1000;
     this.safetyS = (opts.safetyMs ?? 20) / 1000;
-    this.slackS = (opts.slackMs ?? 35) / 1000;
     // 'rate' trims slack by playing a little faster; 'jump' by seeking (Safari re-buffers on
     // every playbackRate change). Default: jump in Safari (and wherever ManagedMediaSource is
-    // the only choice), rate elsewhere.
+    // the only choice), rate elsewhere. A rate change costs nothing, so rate trims sooner.
     this.trim = opts.trim === 'rate' || opts.trim === 'jump' ? opts.trim : defaultTrim();
+    this.slackS = (opts.slackMs ?? (this.trim === 'rate' ? 10 : 35)) / 1000;
     this.rateUps = 0;
     this.ms = null;
     this.sb = null;
