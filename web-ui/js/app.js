@@ -94,6 +94,7 @@ function startChunked() {
   mark('start');
   const player = new MsePlayer(video, {
     lagMs: num('lag'), slackMs: num('slack'), safetyMs: num('safety'), trim: params.get('trim'),
+    catchUpRate: num('catchup'),
     onMark: mark,
     onFatal: (e) => { noteError(e); if (autoMode) switchTo('compat'); },
     onNeedRestart: () => { stream.stop(); stream.start(); },
@@ -130,7 +131,7 @@ function isInitRecord(rec) {
 }
 
 function startWebCodecs() {
-  const player = new WebCodecsPlayer(canvas, { onFrame: frameShown });
+  const player = new WebCodecsPlayer(canvas, { onFrame: frameShown, pace: params.get('pace') });
   const stream = new CmafStream(`${BASE}/api/video/cmaf`, {
     onConnect: (n, method) => { S.connections = n; S.method = method; },
     onBytes: countBytes,

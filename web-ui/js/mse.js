@@ -39,6 +39,7 @@ export class MsePlayer {
     // the only choice), rate elsewhere. A rate change costs nothing, so rate trims sooner.
     this.trim = opts.trim === 'rate' || opts.trim === 'jump' ? opts.trim : defaultTrim();
     this.slackS = (opts.slackMs ?? (this.trim === 'rate' ? 10 : 35)) / 1000;
+    this.catchUpRate = opts.catchUpRate > 1 && opts.catchUpRate <= 2 ? opts.catchUpRate : CATCH_UP_RATE;
     this.rateUps = 0;
     this.ms = null;
     this.sb = null;
@@ -209,7 +210,7 @@ export class MsePlayer {
       } else if (this.trim === 'rate' && this.margins.length >= 3) {
         // The smallest margin lately (the newest ones when it is shrinking) against the band.
         const minM = Math.min(...this.margins.map((x) => x.m));
-        const want = minM > this.safetyS + this.slackS ? CATCH_UP_RATE
+        const want = minM > this.safetyS + this.slackS ? this.catchUpRate
           : minM <= this.safetyS + RATE_HYSTERESIS_S ? 1 : v.playbackRate;
         if (want !== v.playbackRate) {
           if (want !== 1) this.rateUps++;
