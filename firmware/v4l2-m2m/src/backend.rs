@@ -20,6 +20,11 @@ impl Fourcc {
     pub const YM12: Fourcc = Fourcc(*b"YM12");
     /// NV12 with Y and UV in two buffer planes (multi-planar API only).
     pub const NM12: Fourcc = Fourcc(*b"NM12");
+    /// Packed 4:2:2, what most UVC cameras deliver raw.
+    pub const YUYV: Fourcc = Fourcc(*b"YUYV");
+    /// Motion JPEG (and its older name), decoded to YU12 by libv4lconvert.
+    pub const MJPG: Fourcc = Fourcc(*b"MJPG");
+    pub const JPEG: Fourcc = Fourcc(*b"JPEG");
 
     pub fn from_u32(v: u32) -> Fourcc {
         Fourcc(v.to_le_bytes())

@@ -22,47 +22,8 @@
 
 use std::fmt;
 
-/// A V4L2 pixel format code, e.g. `H264`, `YUYV`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Fourcc(pub [u8; 4]);
-
-impl Fourcc {
-    pub const H264: Fourcc = Fourcc(*b"H264");
-    pub const YUYV: Fourcc = Fourcc(*b"YUYV");
-    pub const NV12: Fourcc = Fourcc(*b"NV12");
-    pub const YU12: Fourcc = Fourcc(*b"YU12");
-    pub const MJPG: Fourcc = Fourcc(*b"MJPG");
-    pub const JPEG: Fourcc = Fourcc(*b"JPEG");
-
-    /// The code as a little-endian u32, as the kernel stores it.
-    pub fn to_u32(self) -> u32 {
-        u32::from_le_bytes(self.0)
-    }
-
-    pub fn from_u32(v: u32) -> Fourcc {
-        Fourcc(v.to_le_bytes())
-    }
-}
-
-impl fmt::Display for Fourcc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &b in &self.0 {
-            let c = if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '?'
-            };
-            write!(f, "{c}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Fourcc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Fourcc({self})")
-    }
-}
+/// A V4L2 pixel format code, e.g. `H264`, `YUYV`: the encoder crate's type, one for both.
+pub use v4l2_m2m::Fourcc;
 
 /// A time per frame as a fraction of a second (V4L2's `timeperframe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
