@@ -483,20 +483,37 @@ pub fn run(
                     continue;
                 }
                 let (stamp, note) = timeline.stamp(&meta, arrival, unix_offset_us());
-                let au = match encoder {
+                let encoded = match encoder {
                     RawEncoder::Software(sw) => sw
                         .encode(picture, stamp.dts_90k / 90)
-                        .map_err(|e| format!("{name}: {e}"))?,
+                        .map_err(|e| HwProblem::Fatal(format!("{name}: {e}"))),
                     // The camera buffer's own time goes to the encoder (it only matches
                     // buffers by it); media time comes from the timeline as for UVC H.264.
-                    RawEncoder::Hardware(hw) => match hw.encode(picture, meta.timestamp_us) {
-                        Ok(au) => au,
-                        Err(HwProblem::Lost(e)) => {
-                            problems.buffer(path, &e);
-                            continue;
-                        }
-                        Err(HwProblem::Fatal(e)) => return Err(e),
-                    },
+                    RawEncoder::Hardware(hw) => hw.encode(picture, meta.timestamp_us),
+                };
+                let au = match encoded {
+                    Ok(au) => au,
+                    Err(HwProblem::Lost(e)) => {
+                        problems.buffer(path, &e);
+                        continue;
+                    }
+                    // encoder=auto: a hardware encoder that broke mid-stream is replaced by
+                    // OpenH264 for the rest of this run (its first frame is an IDR with new
+                    // parameter sets, so viewers get a new init segment) rather than failing
+                    // the camera; the next run tries the hardware again.
+                    Err(HwProblem::Fatal(e))
+                        if matches!(encoder, RawEncoder::Hardware(_))
+                            && opts.encoder == encoder::EncoderPref::Auto =>
+                    {
+                        tracing::warn!(source = "v4l2", device = %name,
+                            "hardware encoder failed, encoding with OpenH264 for the rest of this run: {e}");
+                        *encoder = RawEncoder::Software(Box::new(
+                            SoftwareEncoder::new(width, height, fps, params)
+                                .map_err(|e| format!("{name}: {e}"))?,
+                        ));
+                        continue;
+                    }
+                    Err(HwProblem::Fatal(e)) => return Err(e),
                 };
                 match au {
                     Some(au) => (au, stamp, note),
