@@ -40,7 +40,6 @@ export class MsePlayer {
     this.trim = opts.trim === 'rate' || opts.trim === 'jump' ? opts.trim : defaultTrim();
     this.slackS = (opts.slackMs ?? (this.trim === 'rate' ? 10 : 35)) / 1000;
     this.catchUpRate = opts.catchUpRate > 1 && opts.catchUpRate <= 2 ? opts.catchUpRate : CATCH_UP_RATE;
-    this.rateUps = 0;
     this.ms = null;
     this.sb = null;
     this.queue = [];
@@ -213,7 +212,6 @@ export class MsePlayer {
         const want = minM > this.safetyS + this.slackS ? this.catchUpRate
           : minM <= this.safetyS + RATE_HYSTERESIS_S ? 1 : v.playbackRate;
         if (want !== v.playbackRate) {
-          if (want !== 1) this.rateUps++;
           v.playbackRate = want;
         }
       } else if (this.margins.length >= 10 && now - this.margins[0].at > WINDOW_MS * 0.8) {

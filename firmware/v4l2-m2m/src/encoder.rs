@@ -606,24 +606,31 @@ impl<B: Backend> Encoder<B> {
             if let Some(i) = self.output.iter().position(|s| !s.queued) {
                 return Ok(i);
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout {
-                    node: self.node.clone(),
-                    what: "no OUTPUT buffer came back",
-                    ms: self.timeout.as_millis(),
-                });
-            }
-            let ready = self
-                .backend
-                .wait(deadline - now)
-                .map_err(|e| self.ioctl_err("poll", &e))?;
-            if ready.error && !ready.output && !ready.capture {
-                return Err(Error::Device {
-                    node: self.node.clone(),
-                });
-            }
+            self.wait_until(deadline, "no OUTPUT buffer came back")?;
         }
+    }
+
+    /// Waits (`poll`) until a queue is ready or `deadline`; past the deadline it is a timeout
+    /// saying `what` did not happen, and a device that reports only an error is gone.
+    fn wait_until(&mut self, deadline: Instant, what: &'static str) -> Result<(), Error> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::Timeout {
+                node: self.node.clone(),
+                what,
+                ms: self.timeout.as_millis(),
+            });
+        }
+        let ready = self
+            .backend
+            .wait(deadline - now)
+            .map_err(|e| self.ioctl_err("poll", &e))?;
+        if ready.error && !ready.output && !ready.capture {
+            return Err(Error::Device {
+                node: self.node.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Takes back every OUTPUT buffer the driver is done with. One flagged as an error while
@@ -661,23 +668,7 @@ impl<B: Backend> Encoder<B> {
                 }
             }
             self.reclaim_output(Some(ts))?;
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::Timeout {
-                    node: self.node.clone(),
-                    what: "no encoded frame came back",
-                    ms: self.timeout.as_millis(),
-                });
-            }
-            let ready = self
-                .backend
-                .wait(deadline - now)
-                .map_err(|e| self.ioctl_err("poll", &e))?;
-            if ready.error && !ready.output && !ready.capture {
-                return Err(Error::Device {
-                    node: self.node.clone(),
-                });
-            }
+            self.wait_until(deadline, "no encoded frame came back")?;
         }
     }
 

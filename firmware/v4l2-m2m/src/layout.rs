@@ -305,6 +305,19 @@ mod tests {
     }
 
     /// A 4x2 I420 picture: Y 1..=8, U 50, 51, V 60, 61.
+    /// The 4x2 picture over `pic()`'s planes, tightly packed.
+    fn picture<'a>(y: &'a [u8], u: &'a [u8], v: &'a [u8]) -> Picture<'a> {
+        Picture {
+            width: 4,
+            height: 2,
+            y,
+            u,
+            v,
+            y_stride: 4,
+            uv_stride: 2,
+        }
+    }
+
     fn pic() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         ((1..=8).collect(), vec![50, 51], vec![60, 61])
     }
@@ -312,15 +325,7 @@ mod tests {
     #[test]
     fn yu12_with_a_padded_stride_puts_chroma_after_the_luma_at_half_stride() {
         let (y, u, v) = pic();
-        let p = Picture {
-            width: 4,
-            height: 2,
-            y: &y,
-            u: &u,
-            v: &v,
-            y_stride: 4,
-            uv_stride: 2,
-        };
+        let p = picture(&y, &u, &v);
         let l = Layout::new(&fmt(Fourcc::YU12, 4, 2, &[(8, 24)])).unwrap();
         let mut buf = vec![0xee; 24];
         l.check(&p).unwrap();
@@ -338,15 +343,7 @@ mod tests {
     #[test]
     fn nv12_interleaves_and_the_multi_planar_variants_use_their_own_planes() {
         let (y, u, v) = pic();
-        let p = Picture {
-            width: 4,
-            height: 2,
-            y: &y,
-            u: &u,
-            v: &v,
-            y_stride: 4,
-            uv_stride: 2,
-        };
+        let p = picture(&y, &u, &v);
         let l = Layout::new(&fmt(Fourcc::NV12, 4, 2, &[(4, 12)])).unwrap();
         let mut buf = vec![0; 12];
         assert_eq!(l.fill(0, &p, &mut buf).unwrap(), 12);
