@@ -448,7 +448,6 @@ async fn session(
 /// once per run (later ones at debug level, all of them counted).
 struct RtspSink {
     out: Delivery,
-    status: Arc<Status>,
     timeline: RtpTimeline,
     started: Instant,
     /// The decoder configuration last seen, and its SPS/PPS as NAL units.
@@ -463,8 +462,7 @@ struct RtspSink {
 impl RtspSink {
     fn new(pipeline: SharedPipeline, status: Arc<Status>, clock_rate: u32) -> RtspSink {
         RtspSink {
-            out: Delivery::new(pipeline, status.clone()),
-            status,
+            out: Delivery::new(pipeline, status),
             timeline: RtpTimeline::new(clock_rate, 0),
             started: Instant::now(),
             config: None,
@@ -498,7 +496,8 @@ impl RtspSink {
                 if self.bad_frames == 1 {
                     tracing::warn!(source = "rtsp", error = %e, "dropped a malformed frame");
                 }
-                self.status
+                self.out
+                    .status()
                     .note_source_error(format!("rtsp: bad frame: {e}"));
                 return;
             }
@@ -526,7 +525,9 @@ impl RtspSink {
                     "RTP {event}; re-based"
                 );
             }
-            self.status.note_source_error(format!("rtsp: RTP {event}"));
+            self.out
+                .status()
+                .note_source_error(format!("rtsp: RTP {event}"));
         }
         let frame = Frame {
             dts_90k: stamp.dts_90k,
@@ -545,7 +546,8 @@ impl RtspSink {
             if !self.waiting_logged {
                 self.waiting_logged = true;
                 tracing::warn!(source = "rtsp", "IDR without SPS/PPS, and none in the SDP yet: waiting for the camera to send them");
-                self.status
+                self.out
+                    .status()
                     .note_source_error("rtsp: waiting for SPS/PPS".into());
             }
             return;
@@ -721,7 +723,7 @@ mod tests {
             "no init: parameter sets were not put back"
         );
         // Every frame was muxed: none lost to the missing parameter sets or the step back.
-        let muxed = sink.status.snapshot(Default::default()).frames;
+        let muxed = sink.out.status().snapshot(Default::default()).frames;
         assert_eq!(muxed, aus.len() as u64);
         assert_eq!(sink.timeline.backwards, 1);
     }
