@@ -172,6 +172,9 @@ class Sps:
     bitstream_restriction: bool = False
     max_num_reorder_frames: int | None = None
     max_dec_frame_buffering: int | None = None
+    # Bit offset (in the RBSP after the NAL header byte) of bitstream_restriction_flag; None
+    # without a VUI. strip_bitstream_restriction() cuts the SPS there.
+    restriction_flag_bit: int | None = None
 
 
 def _skip_hrd(r: BitReader) -> None:
@@ -271,6 +274,7 @@ def parse_sps(nal: bytes) -> Sps:
         if nal_hrd or vcl_hrd:
             r.u(1)
         r.u(1)  # pic_struct_present_flag
+        sps.restriction_flag_bit = r.pos
         if r.u(1):
             sps.bitstream_restriction = True
             r.u(1)
@@ -281,6 +285,58 @@ def parse_sps(nal: bytes) -> Sps:
             sps.max_num_reorder_frames = r.ue()
             sps.max_dec_frame_buffering = r.ue()
     return sps
+
+
+def rbsp_to_nal(rbsp: bytes) -> bytes:
+    """Adds emulation prevention bytes (H.264 §7.4.1): 00 00 0x (x ≤ 3) becomes 00 00 03 0x."""
+    out = bytearray()
+    zeros = 0
+    for b in rbsp:
+        if zeros >= 2 and b <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    return bytes(out)
+
+
+def strip_bitstream_restriction(nal: bytes) -> bytes:
+    """The SPS as an encoder that omits `bitstream_restriction` would write it (many hardware
+    encoders and IP cameras do): every bit up to bitstream_restriction_flag kept, the flag 0,
+    then rbsp_trailing_bits. An SPS without a VUI or without the restriction comes back as is.
+    Written from the syntax in H.264 §7.3.2.1.1 / §E.1.1, independently of pinhole's rewriter."""
+    sps = parse_sps(nal)
+    if not sps.bitstream_restriction or sps.restriction_flag_bit is None:
+        return nal
+    rbsp = nal_to_rbsp(nal[1:])
+    n = sps.restriction_flag_bit
+    bits = [(rbsp[i >> 3] >> (7 - (i & 7))) & 1 for i in range(n)] + [0, 1]  # flag = 0, stop bit
+    bits += [0] * (-len(bits) % 8)
+    out = bytes(int("".join(map(str, bits[i:i + 8])), 2) for i in range(0, len(bits), 8))
+    stripped = nal[:1] + rbsp_to_nal(out)
+    check = parse_sps(stripped)
+    _need(not check.bitstream_restriction and (check.width, check.height) == (sps.width, sps.height),
+          "strip_bitstream_restriction: the stripped SPS does not read back")
+    return stripped
+
+
+def annexb_nals(buf: bytes) -> tuple[list[bytes], bytes]:
+    """Splits Annex-B bytes at start codes: (complete NAL units, the rest after the last start
+    code, which may still grow). Leading bytes before the first start code are dropped."""
+    starts = []
+    i = buf.find(b"\x00\x00\x01")
+    while i >= 0:
+        starts.append(i + 3)
+        i = buf.find(b"\x00\x00\x01", i + 3)
+    if not starts:
+        return [], buf
+    nals = []
+    for a, b in zip(starts, starts[1:]):
+        end = b - 3
+        while end > a and buf[end - 1] == 0:  # the zero_byte of a 4-byte start code
+            end -= 1
+        nals.append(buf[a:end])
+    return nals, buf[starts[-1] - 3:]
 
 
 # ---------------------------------------------------------------- init segment
@@ -397,6 +453,7 @@ class Sample:
     flags: int
     cto: int
     nal_types: list[int]
+    data: bytes = b""  # the sample as stored: AVCC (length-prefixed NAL units)
 
     @property
     def is_sync(self) -> bool:
@@ -525,7 +582,7 @@ def parse_fragment(payload: bytes, init: Init, t_recv: float = 0.0) -> Fragment:
                 f"{where}: data [{data_pos}, {data_pos + size}) outside mdat [{mdat.body_start}, {mdat.end})",
             )
             nal_types = split_avcc(payload[data_pos : data_pos + size], init.length_size, where)
-            samples.append(Sample(dur, size, flags, cto, nal_types))
+            samples.append(Sample(dur, size, flags, cto, nal_types, payload[data_pos : data_pos + size]))
             data_pos += size
         _need(r.p == trun.end, f"trun: {trun.end - r.p} unexplained bytes")
     _need(
