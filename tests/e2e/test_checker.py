@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from cmaf import (CmafClient, FormatError, StreamEnded, check_fragments, parse_boxes, parse_fragment,
-                  parse_init)
+from cmaf import (TIMESCALE, CmafClient, FormatError, StreamEnded, check_fragments, check_live, inherent_wait_s,
+                  parse_boxes, parse_fragment, parse_init)
 from conftest import decode_gray, read_time_band
+from hls_helpers import check_playlist, parse_playlist
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,101 @@ def test_checker_catches_in_band_parameter_sets(ffmpeg_cmaf):
 
 
 def test_checker_catches_a_tfdt_gap(ffmpeg_cmaf):
+    """A fragment missing from the media timeline while the mfhd numbers run on (a server that
+    drops a fragment but numbers the next one +1): only the tfdt rule can see it."""
     init, frags = parsed(*ffmpeg_cmaf)
-    with pytest.raises(FormatError, match="tfdt not continuous|sequence"):
-        check_fragments(frags[:5] + frags[6:], init, 100, strict_samples=False)
+    gapped = frags[:5] + frags[6:]
+    for i, f in enumerate(gapped):
+        f.sequence = gapped[0].sequence + i
+    with pytest.raises(FormatError, match="tfdt not continuous") as e:
+        check_fragments(gapped, init, 100, strict_samples=False)
+    assert "sequence" not in str(e.value).split(":", 1)[1].split("(gap")[0]
+
+
+def test_checker_catches_a_sequence_gap(ffmpeg_cmaf):
+    init, frags = parsed(*ffmpeg_cmaf)
+    frags[6].sequence += 1
+    with pytest.raises(FormatError, match="next mfhd sequence"):
+        check_fragments(frags[:7], init, 100, strict_samples=False)
+
+
+def live_timing(frags, excess_s: float = 0.006, speed: float = 1.0, spike: tuple[int, float] | None = None):
+    """Gives ffmpeg's fragments the timing of a live stream: prft = a wall clock at the fragment's
+    tfdt, arrival = prft + the fragment's inherent wait + `excess_s` (media time runs `speed`
+    times slower than wall time; `spike` = (index, extra seconds) delays one fragment)."""
+    t0 = time.time() - 30
+    for i, f in enumerate(frags):
+        f.prft.ntp_unix = t0 + (f.tfdt - frags[0].tfdt) / TIMESCALE * speed
+        f.t_recv = f.prft.ntp_unix + inherent_wait_s(f) + excess_s
+        if spike and i == spike[0]:
+            f.t_recv += spike[1]
+    return frags
+
+
+def test_check_live_accepts_a_live_stream_and_fails_on_a_late_or_slow_one(ffmpeg_cmaf):
+    init, frags = parsed(*ffmpeg_cmaf)
+    figures = check_live(live_timing(frags))
+    assert abs(figures["excess_p50_ms"] - 6) < 1, figures
+    assert figures["age_p50_ms"] > 60, figures  # 100 ms fragments of 30 fps: ~67 ms inherent wait
+    # Every fragment 45 ms later than it could be (a sleep in the fragment path): the median rule.
+    with pytest.raises(FormatError, match="median"):
+        check_live(live_timing(frags, excess_s=0.045))
+    # One fragment 0.6 s late: the per-fragment rule.
+    with pytest.raises(FormatError, match="after its prft time"):
+        check_live(live_timing(frags, spike=(len(frags) - 3, 0.6)))
+    # Media advancing at half the wall-clock speed.
+    with pytest.raises(FormatError, match="not real time"):
+        check_live(live_timing(frags, speed=2.0))
+    # A fragment that arrives before its capture time (clock confusion).
+    with pytest.raises(FormatError, match="after its prft time"):
+        check_live(live_timing(frags, spike=(len(frags) - 3, -0.2)))
+
+
+def synthetic_playlist(part_target: float = 0.1, segments: int = 4, parts: int = 10) -> list[str]:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-TARGETDURATION:1",
+             f"#EXT-X-PART-INF:PART-TARGET={part_target:.3f}",
+             f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={3 * part_target:.3f}",
+             "#EXT-X-MEDIA-SEQUENCE:7", "#EXT-X-INDEPENDENT-SEGMENTS", '#EXT-X-MAP:URI="init-1.mp4"']
+    for msn in range(7, 7 + segments):
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:2026-12-02T06:00:{msn:02d}.000Z")
+        for i in range(parts):
+            ind = ",INDEPENDENT=YES" if i == 0 else ""
+            lines.append(f'#EXT-X-PART:DURATION={part_target:.5f},URI="part-{msn}-{i}.m4s"{ind}')
+        if msn < 6 + segments:
+            lines += [f"#EXTINF:{parts * part_target:.5f},", f"seg-{msn}.m4s"]
+    last = 6 + segments
+    lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="part-{last}-{parts}.m4s"')
+    return lines
+
+
+def playlist(lines: list[str]):
+    return parse_playlist("\n".join(lines) + "\n")
+
+
+def test_playlist_checker_accepts_a_valid_playlist_and_fails_on_broken_ones():
+    good = synthetic_playlist()
+    check_playlist(playlist(good), "synthetic")
+
+    def broken(match: str, edit) -> None:
+        lines = list(good)
+        edit(lines)
+        with pytest.raises(AssertionError, match=match):
+            check_playlist(playlist(lines), "synthetic")
+
+    def replace(old: str, new: str):
+        def edit(lines):
+            i = next(i for i, line in enumerate(lines) if old in line)
+            lines[i] = lines[i].replace(old, new)
+        return edit
+
+    broken("SERVER-CONTROL", replace("CAN-BLOCK-RELOAD=YES", "CAN-BLOCK-RELOAD=NO"))
+    broken("PART-HOLD-BACK", replace("PART-HOLD-BACK=0.300", "PART-HOLD-BACK=0.200"))
+    broken("> PART-TARGET", replace('DURATION=0.10000,URI="part-10-3.m4s"', 'DURATION=0.15000,URI="part-10-3.m4s"'))
+    broken("parts add up", replace("#EXTINF:1.00000,", "#EXTINF:0.90000,"))
+    broken("INDEPENDENT", replace('URI="part-9-4.m4s"', 'URI="part-9-4.m4s",INDEPENDENT=YES'))
+    broken("preload hint", replace('URI="part-10-10.m4s"', 'URI="part-10-11.m4s"'))
+    broken("PDT", replace("06:00:09.000Z", "06:00:09Z"))
+    broken("segment 8: URI seg-9", replace("seg-8.m4s", "seg-9.m4s"))
 
 
 def test_checker_catches_a_join_off_an_idr(ffmpeg_cmaf):
