@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cmaf import CmafClient, check_fragments, parse_stream
+from cmaf import CmafClient, check_fragments, parse_fragment, parse_init, parse_stream
 from conftest import ffmpeg_decode_errors, ffmpeg_exec, free_port, run_pinhole
 
 
@@ -72,7 +72,23 @@ def test_exec_nal_shaped_junk_does_not_crash(pinhole, tmp_path):
     c = CmafClient(ph.port, timeout=8)
     try:
         c.check_headers()
-        c.read_record()  # init, fragment or heartbeat: the HTTP side still answers
+        rec = c.read_record()
+        # The HTTP side still answers, and what it sends is well-formed: a stream opens with a
+        # heartbeat (no video) or an init segment; an init parses (ftyp+moov, avcC, an SPS that
+        # reads), and the fragment after it parses against it and starts with an IDR.
+        assert rec.kind in ("heartbeat", "init"), \
+            f"first record: {rec.kind}, {len(rec.payload)} bytes starting {rec.payload[:16]!r}"
+        if rec.kind == "init":
+            init = parse_init(rec.payload)
+            assert init.width > 0 and init.height > 0, init
+            nxt = c.read_record()
+            while nxt.kind == "heartbeat":
+                nxt = c.read_record()
+            assert nxt.kind == "fragment", f"after the init: {nxt.kind}"
+            frag = parse_fragment(nxt.payload, init, nxt.t_recv)
+            assert frag.starts_with_sync and frag.samples[0].has_idr, frag.samples[:1]
+        else:
+            assert rec.payload == b""
     finally:
         c.close()
 

@@ -8,6 +8,7 @@ tests/run's build step); the default release binary must refuse them naming that
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -61,3 +62,46 @@ def test_check_reports_a_bad_config_in_one_line_and_exits_2(tmp_path):
     assert p.returncode == 2 and p.stdout == "", (p.returncode, p.stdout)
     line = p.stderr.strip()
     assert "\n" not in line and "fragment_ms" in line and "100..=300" in line, line
+
+
+SCHEMES = ("exec:", "gst:", "v4l2:", "rtsp:", "rtsps:", "testsrc")
+REPO_DIRS = ("board/", "systemd/", "tests/", "bench/", "docs/", "firmware/", "web-ui/")
+
+
+@pytest.mark.parametrize("board", BOARDS, ids=[b.name for b in BOARDS])
+def test_the_board_readme_agrees_with_its_config_and_the_repository(board):
+    """What a README can get wrong as the toml and the tree move on: the source it describes
+    under "How it works" (the first source URI it quotes there must be the toml's active source,
+    word for word where it quotes words), the encoder options it quotes (every backticked option
+    span whose first flag the toml uses is in the toml's source as written), and every file of
+    the repository it points to (which must exist)."""
+    readme = (board / "README.md").read_text()
+    source = tomllib.loads((board / "pinhole.toml").read_text())["source"]
+    words = source.split()
+    how = readme.split("## How it works", 1)
+    assert len(how) == 2, f"{board.name}/README.md has no '## How it works' section"
+    spans = [" ".join(s.split()) for s in re.findall(r"`([^`]+)`", how[1])]
+    quoted = next((s for s in spans if s.startswith(SCHEMES)), None)
+    assert quoted, f"{board.name}/README.md quotes no source URI under 'How it works'"
+    scheme = quoted.split(":", 1)[0] + ":"
+    assert source.startswith(scheme), \
+        f"{board.name}/README.md describes a `{scheme}` source; pinhole.toml's source is {source!r}"
+    for w in quoted.split():
+        if w in ("…", "!", "...", scheme):
+            continue
+        assert w in words, f"{board.name}/README.md describes `{quoted}`, but pinhole.toml's source is {source!r} " \
+                           f"(no {w!r})"
+    for span in spans:
+        if span.startswith("--") and span.split()[0] in words:
+            assert span in source, f"{board.name}/README.md quotes `{span}`; pinhole.toml's source is {source!r}"
+    for ref in re.findall(r"(?<![\w./])((?:\.\./)?[\w.-]+(?:/[\w.-]+)+)", readme):
+        ref = ref.rstrip(".")
+        if ref.startswith("../"):
+            path = (board / ref).resolve()
+        elif ref.startswith(REPO_DIRS):
+            path = REPO / ref
+        elif (board / ref.split("/")[0]).exists():
+            path = board / ref
+        else:
+            continue  # device nodes, MIME-like words (SPS/PPS), install paths on the board
+        assert path.exists(), f"{board.name}/README.md refers to {ref}, which does not exist"
