@@ -1,0 +1,41 @@
+# nooelint: oelint.var.mandatoryvar.HOMEPAGE oelint.var.suggestedvar.BUGTRACKER oelint.var.suggestedvar.CVE_PRODUCT oelint.var.bbclassextend
+# (line 1 suppresses the file-wide findings) no public home page or bug tracker yet, these
+# files belong to the repository this layer lives in; no CPE product; device side only.
+SUMMARY = "The device half of pinhole-ota: health-gated A/B commit, rollback record, status"
+DESCRIPTION = "pinhole-ota-device and its units from the repository's ota/device/: at boot it \
+               learns the booted slot and version and settles an update in flight; the booted \
+               slot is marked good only after boot-complete.target (pinhole's first fragment); \
+               a trial boot that does not get there within the bound is marked bad and the \
+               device reboots into the old slot; pinhole reads /run/pinhole-ota/device.env."
+SECTION = "base"
+LICENSE = "MIT | Apache-2.0"
+# nooelint: oelint.var.licenseremotefile
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302 \
+                    file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
+
+# Installed from the repository this layer lives in (PINHOLE_REPO: conf/layer.conf), not copied:
+# its ota/device/ is searched for the file:// sources.
+# nooelint: oelint.vars.fileextrapaths oelint.vars.outofcontext
+FILESEXTRAPATHS:prepend := "${PINHOLE_REPO}/ota/device:"
+SRC_URI = "file://pinhole-ota-device \
+           file://pinhole-ota-boot.service \
+           file://pinhole-ota-commit.service \
+           file://pinhole-ota-deadline.service \
+           file://pinhole-ota.conf \
+"
+
+S = "${UNPACKDIR}"
+
+inherit systemd allarch
+
+SYSTEMD_SERVICE:${PN} = "pinhole-ota-boot.service pinhole-ota-commit.service pinhole-ota-deadline.service"
+
+do_install() {
+    install -d ${D}${libexecdir} ${D}${systemd_system_unitdir} ${D}${sysconfdir}
+    install -m 0755 ${S}/pinhole-ota-device ${D}${libexecdir}/pinhole-ota-device
+    install -m 0644 ${S}/pinhole-ota-boot.service ${S}/pinhole-ota-commit.service \
+        ${S}/pinhole-ota-deadline.service ${D}${systemd_system_unitdir}/
+    install -m 0644 ${S}/pinhole-ota.conf ${D}${sysconfdir}/pinhole-ota.conf
+}
+
+RDEPENDS:${PN} = "rauc util-linux-flock"
