@@ -4,7 +4,8 @@ and the container (Containerfile, compose.yaml).
 * The packages: `packaging/deb/build --binary` packs the release binary of the build step
   (amd64, twice: revisions 1 and 2, for the upgrade) and the debug aarch64 binary that tests/run's
   msrv step makes (`board/build-aarch64 --test`; PINHOLE_AARCH64_BIN overrides it), so CI does no
-  second cross build; the script itself builds release binaries when given no --binary.
+  second cross build; the script itself builds release binaries when given no --binary. The
+  tests pass `--compress gzip` (xz, the default, costs ~5 s of CPU per package).
   lintian: no error on either, and every warning is one packaging/README.md lists with its reason.
   The binary's GLIBC_ symbol versions stay at or below Debian 12's glibc 2.36 (and GLIBCXX at
   or below its libstdc++'s 3.4.30), and libc6's Depends matches the highest one. arm64: the
@@ -83,7 +84,7 @@ def deb_files(deb: Path) -> list[str]:
 def build_debs(out: Path, jobs: dict[str, list[str]]) -> dict[str, Path]:
     """Runs packaging/deb/build for each job side by side; returns the packages by job name."""
     t0 = time.time()
-    procs = {k: subprocess.Popen([str(BUILD), *args, "--out", str(out / k)], stdout=subprocess.PIPE,
+    procs = {k: subprocess.Popen([str(BUILD), *args, "--compress", "gzip", "--out", str(out / k)], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True) for k, args in jobs.items()}
     built = {}
     for k, p in procs.items():
