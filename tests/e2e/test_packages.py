@@ -282,8 +282,19 @@ def booted(tmp_path):
     finally:
         settings.unlink(missing_ok=True)
     yield Booted(c)
+    # A scratch root: no orderly shutdown needed (that takes ~15 s); --force skips stopping units.
+    t0 = time.time()
+    if c.proc is not None and c.proc.poll() is None:
+        c.sh(["systemctl", "--no-block", "poweroff", "--force"], check=False)
+        try:
+            c.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    t1 = time.time()
     c.poweroff()
+    t2 = time.time()
     shutil.rmtree(work, ignore_errors=True)
+    print(f"teardown: poweroff --force {t1 - t0:.1f} s, then {t2 - t1:.1f} s, rm {time.time() - t2:.1f} s")
 
 
 def test_the_amd64_package_installs_serves_upgrades_keeping_the_edited_conffile_and_removes_and_purges(debs, booted):
