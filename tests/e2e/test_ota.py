@@ -50,8 +50,9 @@ DATA_MB = 256
 class Ota:
     """The stand-in camera and everything the tests make for it."""
 
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, slot_mb: int = SLOT_MB, data_mb: int = DATA_MB):
         self.work = work
+        self.slot_mb, self.data_mb = slot_mb, data_mb
         self.ssh_port, self.http_port = free_port(), free_port()
         self.keys = work / "keys"
         self.key, self.cert = make_keys(self.keys, "dev")
@@ -81,7 +82,7 @@ class Ota:
         tree = self.work / f"tree-{version}"
         shutil.rmtree(tree, ignore_errors=True)
         slot_tree(tree, version=version, binary=self.binary, keyring=self.cert, ssh_port=self.ssh_port, **kw)
-        img = make_image(tree, self.work / f"rootfs-{version}.ext4", SLOT_MB)
+        img = make_image(tree, self.work / f"rootfs-{version}.ext4", self.slot_mb)
         shutil.rmtree(tree, ignore_errors=True)
         return img
 
@@ -104,7 +105,7 @@ class Ota:
 
     def boot_factory_image(self) -> None:
         img = self.image("1.0")
-        self.device.flash(img, SLOT_MB, DATA_MB)
+        self.device.flash(img, self.slot_mb, self.data_mb)
         data = self.device.data
         (data / "ssh").mkdir(mode=0o700)
         shutil.copy2(self.id.with_suffix(".pub"), data / "ssh/authorized_keys")
@@ -402,3 +403,32 @@ def test_killed_at_each_stage_the_camera_runs_a_good_slot_and_the_next_run_finis
         assert "resuming the upload at" in p.stdout, p.stdout
     after = ota.healthy()
     assert after["VERSION"] == v and after["SLOT"] == other(before["SLOT"]), after
+
+
+def test_make_dev_keys_signs_bundles_its_keyring_accepts_and_never_overwrites(tmp_path):
+    """yocto/scripts/make-dev-keys: the CA certificate (the image's keyring) accepts a bundle
+    signed with the signing pair; a second run refuses to replace the keys."""
+    keys = tmp_path / "keys"
+    script = REPO / "yocto" / "scripts" / "make-dev-keys"
+    env = dict(os.environ, KEY_BITS="2048")
+    p = subprocess.run([str(script), str(keys)], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert {f.name for f in keys.iterdir()} == {"ca.key.pem", "ca.cert.pem", "signing.key.pem", "signing.cert.pem"}
+    assert (keys / "ca.key.pem").stat().st_mode & 0o077 == 0 and (keys / "signing.key.pem").stat().st_mode & 0o077 == 0
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/hello").write_text("hello\n")
+    img = make_image(tree, tmp_path / "rootfs.ext4", 8)
+    b = make_bundle(tmp_path, img, tmp_path / "dev.raucb", version="9.9", key=keys / "signing.key.pem",
+                    cert=keys / "signing.cert.pem")
+    ok = subprocess.run(["rauc", f"--keyring={keys / 'ca.cert.pem'}", "info", str(b)], capture_output=True,
+                        text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    _, other_cert = make_keys(tmp_path / "other", "other")
+    bad = subprocess.run(["rauc", f"--keyring={other_cert}", "info", str(b)], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode != 0 and "signature verification failed" in bad.stderr, bad.stderr
+    before = (keys / "ca.key.pem").read_bytes()
+    again = subprocess.run([str(script), str(keys)], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "not overwriting" in again.stderr, again.stderr
+    assert (keys / "ca.key.pem").read_bytes() == before
