@@ -21,8 +21,8 @@ and the container (Containerfile, compose.yaml).
   keeps /etc/pinhole and the state; `purge` removes both (/var/lib/private/pinhole: DynamicUser).
 * The container: a base image made from the same mmdebstrap root (tar → `podman import`; no
   registry is reachable here), the image built from Containerfile with Debian's podman
-  (BINARY_FROM: an imported image holding the release binary, so the cargo build stage is not
-  run here: it would be a second cold release build), run read-only: stream served, health
+  (`--target prebuilt`, BINARY_IMAGE an imported image holding the release binary: the cargo
+  build stage is not run here, it would be a second cold release build), run read-only: stream served, health
   check passes (`podman healthcheck run`: podman's timers need systemd, absent here), uid not
   0, root file system read-only, `podman stop` (SIGTERM) ends it with exit 0 well within the
   10 s grace period.
@@ -436,9 +436,9 @@ def image(podman, tmp_path_factory):
         t.add(pinhole_bin(), arcname="out/usr/bin/pinhole")
     import_tar(podman, tar, bin_tag)
     t1 = time.time()
-    podman("build", "--format", "docker", "-f", str(REPO / "Containerfile"), "--build-arg", f"BASE={base}",
-           "--build-arg", f"BINARY_FROM={bin_tag}", "--build-arg", "RUNTIME_PACKAGES=", "-t", tag,
-           str(REPO), timeout=300)
+    podman("build", "--format", "docker", "-f", str(REPO / "Containerfile"), "--target", "prebuilt",
+           "--build-arg", f"BASE={base}", "--build-arg", f"BINARY_IMAGE={bin_tag}",
+           "--build-arg", "RUNTIME_PACKAGES=", "-t", tag, str(REPO), timeout=300)
     print(f"podman build: {time.time() - t1:.1f} s")
     yield tag
     podman("rmi", "-f", tag, bin_tag, check=False)
@@ -550,6 +550,7 @@ print(json.dumps({"errors": errors, "control": control}))
                         "--format", "{{.Names}}", check=False).stdout.split():
             podman("rm", "-f", n, check=False)
         podman("volume", "rm", "-f", f"{project}_pinhole-state", check=False)
+        podman("network", "rm", "-f", f"{project}_default", check=False)
     assert down.returncode == 0, f"podman-compose down: {down.stdout}\n{down.stderr}"
 
 
