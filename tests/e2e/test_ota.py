@@ -215,6 +215,19 @@ def test_help_documents_the_stages_and_every_exit_code():
         assert re.search(rf"^\s+{code}\s+\S", p.stdout, re.M), f"exit code {code} undocumented"
     p = subprocess.run(["python3", str(TOOL), "only-one-arg"], capture_output=True, text=True, timeout=10)
     assert p.returncode == 2 and "needs BUNDLE and DEVICE" in p.stderr
+    p = subprocess.run(["python3", str(TOOL), "/nonexistent.raucb", "root@127.0.0.1"], capture_output=True,
+                       text=True, timeout=10)
+    assert p.returncode == 2 and "no bundle at /nonexistent.raucb" in p.stderr, p.stderr
+
+
+def test_an_unreachable_camera_is_exit_4_and_says_so(tmp_path):
+    bundle = tmp_path / "any.raucb"
+    bundle.write_bytes(b"not even a bundle")
+    port = free_port()  # nothing listens there
+    p = subprocess.run(["python3", str(TOOL), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                        str(bundle), f"ssh://root@127.0.0.1:{port}"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 4, p.stdout + p.stderr
+    assert f"cannot reach ssh://root@127.0.0.1:{port} over SSH" in p.stderr and "refused" in p.stderr, p.stderr
 
 
 def test_a_good_bundle_installs_into_the_other_slot_and_is_reported(ota):
