@@ -445,3 +445,23 @@ def test_make_dev_keys_signs_bundles_its_keyring_accepts_and_never_overwrites(tm
     again = subprocess.run([str(script), str(keys)], capture_output=True, text=True, timeout=60)
     assert again.returncode == 1 and "not overwriting" in again.stderr, again.stderr
     assert (keys / "ca.key.pem").read_bytes() == before
+
+
+def test_the_device_units_pass_systemd_analyze_verify(tmp_path):
+    """ota/device's units as the pinhole-ota recipe installs them, beside pinhole.service."""
+    from test_systemd import verify_root
+
+    require_tool("systemd-analyze")
+    root = verify_root(tmp_path)
+    (root / "usr/libexec").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "ota/device/pinhole-ota-device", root / "usr/libexec/pinhole-ota-device")
+    units = ("pinhole-ota-boot.service", "pinhole-ota-commit.service", "pinhole-ota-deadline.service")
+    for unit in units:
+        shutil.copy2(REPO / "ota/device" / unit, root / "etc/systemd/system" / unit)
+    for unit in units:
+        p = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", unit],
+                           capture_output=True, text=True, timeout=60)
+        said = (p.stdout + p.stderr).strip()
+        assert p.returncode == 0 and not said, f"systemd-analyze verify {unit}: exit {p.returncode}\n{said}"
+    commit = (REPO / "ota/device/pinhole-ota-commit.service").read_text()
+    assert "Requires=boot-complete.target" in commit and "After=boot-complete.target" in commit
