@@ -5,6 +5,7 @@ capture time from every displayed frame. tests/run installs chromium and the npm
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -47,6 +48,26 @@ def episodes(times_ms: list[int], after_ms: float) -> int:
     return n
 
 
+FORCED_PAUSE_MS = 200
+# hls.js errors that may appear while it plays on, with the reason; any other (fatal or not:
+# a failed load, a parsing error, a buffer append error) fails the test. These three are how
+# hls.js reports a stall and its own recovery from it (non-fatal); the stall rule below judges
+# the stalls themselves. Chromium's native player: none tolerated.
+HLSJS_TOLERATED = ("mediaError bufferStalledError", "mediaError bufferSeekOverHole", "mediaError bufferNudgeOnStall")
+
+
+def forced_pauses(log: str) -> list[int]:
+    """late_ms of each "testsrc fell behind real time" warning of at least FORCED_PAUSE_MS."""
+    out = []
+    for line in log.splitlines():
+        if "testsrc fell behind real time" in line:
+            m = re.search(r"late_ms=(\d+)", line)
+            assert m, f"pinhole's pause warning no longer carries late_ms: {line!r}"
+            if int(m.group(1)) >= FORCED_PAUSE_MS:
+                out.append(int(m.group(1)))
+    return out
+
+
 def summary(report: dict) -> dict:
     late = [s for s in report["samples"] if s["t_ms"] >= WARMUP_S * 1000]
     lat = sorted(s["latency_ms"] for s in late)
@@ -71,25 +92,29 @@ def test_hls_js_plays_the_low_latency_stream(pinhole, record_property):
     ph.wait_video()
     time.sleep(2.0)
     seconds = 20.0
-    skips_before = ph.log().count("skipping ahead")
+    log_before = len(ph.log())
     report = play(f"http://127.0.0.1:{ph.port}/hls/stream.m3u8", "hlsjs", seconds)
-    skips = ph.log().count("skipping ahead") - skips_before
+    forced = forced_pauses(ph.log()[log_before:])
     s = summary(report)
-    s["testsrc_skips"] = skips
+    s["testsrc_pauses"] = forced
     record_property("hlsjs", s)
     print(f"hls.js: {s}")
-    fatal = [e for e in report["errors"] if e.startswith("fatal")]
-    assert not fatal, f"hls.js fatal errors: {fatal}; console: {report.get('console', [])[-10:]}"
+    assert not report["sampler_errors"], f"the pixel sampler failed: {report['sampler_errors']}"
+    bad = [e for e in report["errors"] if e not in HLSJS_TOLERATED]
+    assert not bad, f"hls.js errors: {bad}; console: {report.get('console', [])[-10:]}"
     assert s["frames_after_warmup"] >= 0.8 * 30 * (seconds - WARMUP_S), \
         f"{s['frames_after_warmup']} frames shown in the last {seconds - WARMUP_S} s of 30 fps: {s}"
     assert s["span_s"] >= 0.9 * (seconds - WARMUP_S - 1), f"playback did not keep up with live: {s}"
     assert s["hls_latency_p50_s"] is not None and 0 < s["hls_latency_p50_s"] < 1.5, s
     # ARCHITECTURE.md: LL-HLS ≤ 1 s glass-to-glass (the benchmark holds hls.js to 700 ms p50).
     assert 0 < s["pixel_latency_p50_ms"] <= 1000, f"hls.js shows frames {s['pixel_latency_p50_ms']:.0f} ms old: {s}"
-    # A testsrc that fell behind (two cores shared with Chromium) skips frames mid-GOP, and MSE
-    # drops the rest of that GOP: a stall the server cannot prevent. Any other stall counts.
-    assert s["stalls_after_warmup"] <= 1 + skips, \
-        f"hls.js stalled after warm-up at {report['stall_times_ms']} ms with {skips} testsrc skips"
+    # At most one stall episode after warm-up (as before), plus one per pause that pinhole's log proves was forced on the
+    # source: testsrc fell behind real time (the machine starved its encoder) by at least
+    # FORCED_PAUSE_MS, so the live edge stood still longer than hls.js's part buffer. A stall
+    # without such a line is pinhole's (or hls.js's) and fails. (Until 9a634e6 the excuse was
+    # any "skipping ahead" line, counted whatever its size; that source no longer skips.)
+    assert s["stalls_after_warmup"] <= 1 + len(forced), \
+        f"hls.js stalled after warm-up at {report['stall_times_ms']} ms; forced source pauses: {forced}"
 
 
 def test_chromium_plays_it_with_its_own_hls_player(pinhole, record_property):
@@ -103,7 +128,8 @@ def test_chromium_plays_it_with_its_own_hls_player(pinhole, record_property):
     s = summary(report)
     record_property("native", s)
     print(f"chromium native: {s}, canPlayType={report.get('can_play')!r}")
-    assert not report["errors"], f"native player errors: {report['errors']}"
+    assert not report["sampler_errors"], f"the pixel sampler failed: {report['sampler_errors']}"
+    assert not report["errors"], f"native player errors (none tolerated): {report['errors']}"
     assert s["frames_after_warmup"] >= 0.7 * 30 * (seconds - WARMUP_S), s
     assert s["span_s"] >= 0.8 * (seconds - WARMUP_S - 1), f"currentTime did not advance with live: {s}"
     assert 0 < s["pixel_latency_p50_ms"] < 10_000, s

@@ -19,6 +19,7 @@ SOURCE = "testsrc?size=320x240&fps=15&bitrate=300k"
 ATTACKER = "127.0.0.2"
 PER_CLIENT = 32  # limits::MAX_CONNECTIONS_PER_CLIENT
 HEADER_TIMEOUT_S = 10.0  # limits::HEADER_TIMEOUT
+RSS_GROWTH_KB = 3 * 1024
 
 
 class Viewer(threading.Thread):
@@ -166,5 +167,9 @@ def test_hostile_clients_do_not_disturb_a_normal_viewer(pinhole):
     assert viewer.error is None, f"the viewer's stream broke: {viewer.error}"
     assert viewer.records > 60, f"the viewer got only {viewer.records} records in ~11 s (7.5 a second expected)"
     assert viewer.max_gap < 1.0, f"the viewer waited {viewer.max_gap:.2f} s for a record during the attacks"
-    assert rss1 - rss0 < 30_000, f"RSS grew {rss1 - rss0} kB under the attacks"
+    print(f"RSS {rss0} -> {rss1} kB ({rss1 - rss0:+d}) under the attacks")
+    # Measured on this machine (2026-12-02, two runs under a load average of ~20): +956 and
+    # +972 kB on a 9.3 MB process. 3 MB is 3x that: room for the allocator's mood, while a leak of
+    # 3 KB per refused connection (1,000 of them) or of a held head's buffers fails.
+    assert rss1 - rss0 < RSS_GROWTH_KB, f"RSS grew {rss1 - rss0} kB under the attacks (bound {RSS_GROWTH_KB} kB)"
     assert request(port, "/api/status", timeout=2)[0] == 200

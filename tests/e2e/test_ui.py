@@ -126,13 +126,54 @@ def _raw_get(port: int, path: str) -> tuple[int, dict, bytes]:
 
 # --- modes ---------------------------------------------------------------------------------------
 
-# (name, query, MSE removed, expected mode/submode, pixel latency p50 budget in ms on a shared CI box)
+# Pixel latency p50 bounds (ms), from the targets (bench/README.md, ARCHITECTURE.md) and the
+# spread measured on this machine: 640x360, 10 s after a 6 s warm-up, as the test reads it.
+# - chunked: target 150. Quiet machine (bench/latency, 720p, 40 s): 113-119 ms; here, with
+#   7 other engineers' builds on the 2 cores (load 6-8, 2026-12-02), three runs: 122, 137,
+#   123 ms. At the target: 13 ms above the worst loaded run, and a 2x regression (~230) fails.
+# - webcodecs: target 80 cannot be held robustly: quiet 66 ms (bench), loaded 59, 66, 83 ms
+#   (one of three loaded runs over 80; A/B runs under a parallel build spread by +-25 ms). 100
+#   is 1.5x the quiet figure: robust under load, and well below a 2x regression (132).
+# - compat-parts (the UI's LL-HLS part follower): the LL-HLS target, 1 s (quiet 116 ms; loaded
+#   156-485 ms, so anything tighter than the target would flake on a shared box).
+# - native HLS: Chromium's own player holds HOLD-BACK (~3 s); recorded, not chased.
+CHUNKED_P50_MS = 150
+WEBCODECS_P50_MS = 100
+LLHLS_P50_MS = 1000
+NATIVE_P50_MS = 10_000
+
+# Player errors (window.pinhole.errors) a mode may report while it plays on, with the reason.
+# Anything else fails the test. Steady play in chunked, WebCodecs and the part follower reports
+# none (measured: 0 in every run); a disconnect ("stream ended", "HTTP 5xx") would be a bug here.
+TOLERATED_ERRORS = {
+    "chunked": (),
+    "webcodecs": (),
+    "compat-parts": (),
+    # Chromium's native HLS player sometimes fails right after its first frame (MEDIA_ERR_DECODE
+    # on the first part boundary); the page starts it over, and the frame-count, currentTime and
+    # latency checks hold it to playing on.
+    "compat-native-no-mse": ("video error",),
+}
+
+# (name, query, MSE removed, expected mode/submode, pixel latency p50 bound in ms)
 MODES = [
-    ("chunked", "?mode=chunked", False, ("chunked", ""), 400),
-    ("webcodecs", "?mode=webcodecs", False, ("webcodecs", ""), 300),
-    ("compat-parts", "?mode=compat", False, ("compat", "LL-HLS parts"), 1000),
-    ("compat-native-no-mse", "", True, ("compat", "native HLS"), 10_000),
+    ("chunked", "?mode=chunked", False, ("chunked", ""), CHUNKED_P50_MS),
+    ("webcodecs", "?mode=webcodecs", False, ("webcodecs", ""), WEBCODECS_P50_MS),
+    ("compat-parts", "?mode=compat", False, ("compat", "LL-HLS parts"), LLHLS_P50_MS),
+    ("compat-native-no-mse", "", True, ("compat", "native HLS"), NATIVE_P50_MS),
 ]
+
+
+def check_errors(r: dict, mode: str, context: str = "", also: tuple[str, ...] = ()) -> None:
+    """No sampler error (the pixel reader itself failed: its figures would be hollow), no page
+    error, and no player error beyond the mode's tolerated list (and `also`, for a test that
+    provokes errors on purpose)."""
+    assert "sampler_errors" in r, "watch.mjs no longer reports sampler_errors"
+    assert not r["sampler_errors"], f"the pixel sampler failed: {r['sampler_errors']}"
+    assert not [c for c in r["console"] if c.startswith("pageerror")], r["console"]
+    tolerated = TOLERATED_ERRORS[mode] + also
+    fatal = [e for e in r["player_errors"] if not (tolerated and e.startswith(tolerated))]
+    assert not fatal, f"{mode}: player errors {fatal}; {context}"
 
 
 @pytest.mark.parametrize("name,query,no_mse,expect,budget_ms", MODES, ids=[m[0] for m in MODES])
@@ -169,19 +210,18 @@ def test_the_page_plays_in_each_mode(pinhole, record_property, name, query, no_m
     assert 0 < statistics.median(lat) <= budget_ms, context
     m = LATENCY_RE.search(last["stats"] or "")
     assert m, f"no latency figure in the status line: {last['stats']!r}"
-    shown = int(m.group(1))
+    # The UI's own figure over the same window (sampled every 0.5 s) against the pixels: one
+    # status-line reading at the end is a single sample, which one stall moves by 250 ms.
+    own = [e["player"]["latency_ms"] for e in r["timeline"]
+           if e["t_ms"] >= warmup * 1000 and e["player"] and e["player"].get("latency_ms") is not None]
+    shown = statistics.median(own) if own else int(m.group(1))
     if name != "compat-native-no-mse":
         # the prft figure, corrected for the clock offset, agrees with the pixels
         assert abs(shown - statistics.median(lat)) < 250, (shown, context)
     else:
         # an estimate from the playlist's PROGRAM-DATE-TIME: within a segment of the truth
         assert abs(shown - statistics.median(lat)) < 1500, (shown, context)
-    # Chromium's native HLS player sometimes fails right after its first frame; the page starts
-    # it over (the frame-count and latency checks above hold it to playing on).
-    tolerated = ("video error",) if name == "compat-native-no-mse" else ()
-    fatal = [e for e in r["player_errors"] if not e.startswith(tolerated + ("stream ", "HTTP", "no playlist"))]
-    assert not fatal, context
-    assert not [c for c in r["console"] if c.startswith("pageerror")], r["console"]
+    check_errors(r, name, context)
 
 
 def test_a_held_back_get_stream_falls_back_to_post(pinhole, record_property):
@@ -199,6 +239,8 @@ def test_a_held_back_get_stream_falls_back_to_post(pinhole, record_property):
     assert len(lat) >= 0.6 * 30 * (seconds - 9), f"{len(lat)} frames read after POST started: {last}"
     assert statistics.median(lat) <= 400, statistics.median(lat)
     record_property("post_first_frame_ms", r["first_frame_ms"])
+    # The held GETs end in the page's own "GET stream did not start" before it tries POST.
+    check_errors(r, "chunked", str(last), also=("GET stream did not start",))
 
 
 @pytest.mark.parametrize("mode", ["chunked", "webcodecs"])
@@ -228,7 +270,7 @@ def test_a_resolution_change_mid_stream_keeps_the_page_playing(pinhole, record_p
     assert r["navigations"] == 1, context
     assert tl[-1]["player"]["mode"] == mode, context
     assert tl[-1]["player"]["connections"] == 1, f"the page reconnected: {context}"
-    assert not [c for c in r["console"] if c.startswith("pageerror")], r["console"]
+    check_errors(r, mode, context)
     st = ph.status()
     assert (st.get("video") or {}).get("width") == 960, st
 
@@ -244,7 +286,13 @@ def test_restarting_pinhole_under_an_open_page_brings_the_picture_back(pinhole, 
     proc = subprocess.Popen(watch_cmd(f"http://127.0.0.1:{port}/?mode={mode}", seconds, f"restart-{mode}"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(9.0)
+        # Stop pinhole once the page has played for a while: wait for its stream to connect
+        # (Chromium's start-up alone took 13 s on this machine under a load average of 19).
+        deadline = time.time() + 45
+        while ph.status()["viewers"] < 1 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert ph.status()["viewers"] >= 1, "the page never connected to the stream"
+        time.sleep(4.0)
         down_ms = time.time() * 1000
         # the browser (and the crash handlers Chromium re-parents to this subreaper) are ours,
         # not processes pinhole left behind
@@ -277,7 +325,15 @@ def test_restarting_pinhole_under_an_open_page_brings_the_picture_back(pinhole, 
     resume_s = (resumed["wall_ms"] - back_ms) / 1000
     record_property("resume_s", resume_s)
     print(f"picture back {resume_s:.2f} s after pinhole answered again")
-    assert resume_s < 5.0, f"picture came back {resume_s:.1f} s after pinhole did"
+    # The 2 s target is for the camera's return and is tested on a source restart under an open
+    # page (test_ui_source_restart.py: 1.2-1.5 s). Here pinhole itself is away ~5.5 s, and
+    # what bounds the return is the page's reconnect backoff (web-ui/js/stream.js: 0.25 s
+    # doubling, +-20 % jitter): its retries fall at ~3.0-4.5 s and then ~6.2-9.3 s after the
+    # drop, while pinhole has video again at ~5.6-6.5 s, so the picture comes back 0-3.7 s
+    # after pinhole (1.77 s measured under load). 4 s holds that schedule; anything slower is a
+    # regression. (Capping the page's backoff at 1 s, as pinhole's own RTSP reconnect does,
+    # would let this test hold 2 s: a web-ui change.)
+    assert resume_s < 4.0, f"picture came back {resume_s:.2f} s after pinhole did"
     # frames the sampler saw (WebCodecs: band changes per animation frame, about 10 a second)
     rate = 10 if mode == "webcodecs" else 30
     assert after[-1]["frames"] - base >= 0.5 * rate * ((after[-1]["wall_ms"] - back_ms) / 1000 - 3), after[-1]

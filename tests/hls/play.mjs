@@ -17,6 +17,7 @@
 // hls.js's own `latency` figure is sampled beside it.
 //
 // Output: {player, url, samples: [{t_ms, latency_ms, hls_latency_s, current_time_s}], errors: [...],
+// sampler_errors: [...],
 // first_frame_ms, frames, stalls, hls_version, user_agent}. Exit 0 even when playback failed: the
 // caller judges the report. Exit 2 on bad arguments or when the browser cannot start.
 
@@ -53,7 +54,9 @@ const PAGE = `<!doctype html>
 <canvas id="c" style="display:none"></canvas>
 <script src="/hls.min.js"></script>
 <script>
-window.report = { samples: [], errors: [], frames: 0, stalls: 0, first_frame_ms: null };
+// errors: the player's (hls.js events, the video element, play()); sampler_errors: this page's
+// own pixel reader (its latency figures are hollow when it fails).
+window.report = { samples: [], errors: [], sampler_errors: [], frames: 0, stalls: 0, first_frame_ms: null };
 const R = window.report;
 const t0 = performance.now();
 const video = document.getElementById('v');
@@ -76,7 +79,7 @@ function onFrame(now, meta) {
   try {
     capture = readBand();
   } catch (e) {
-    if (!R.errors.includes('read band: ' + e.message)) R.errors.push('read band: ' + e.message);
+    if (!R.sampler_errors.includes('read band: ' + e.message)) R.sampler_errors.push('read band: ' + e.message);
   }
   const shown = performance.timeOrigin + (meta && meta.expectedDisplayTime ? meta.expectedDisplayTime : now);
   if (capture !== null) {
