@@ -172,8 +172,9 @@ def make_image(tree: Path, out: Path, size_mb: int) -> Path:
 
 
 def make_bundle(work: Path, image: Path, out: Path, *, version: str, key: Path, cert: Path,
-                compatible: str = COMPATIBLE) -> Path:
-    """`rauc bundle` (plain format: no device-mapper on this machine) with the image as rootfs."""
+                compatible: str = COMPATIBLE, fmt: str = "plain") -> Path:
+    """`rauc bundle` with the image as rootfs: plain format for installing (no device-mapper on
+    this machine, so the stand-in cannot install verity bundles), verity for the checks."""
     require_tool("rauc")
     d = work / f"bundle-{out.stem}"
     shutil.rmtree(d, ignore_errors=True)
@@ -188,7 +189,7 @@ version={version}
 description=pinhole test image {version}
 
 [bundle]
-format=plain
+format={fmt}
 
 [image.rootfs]
 filename=rootfs.ext4

@@ -32,6 +32,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -291,6 +292,58 @@ def test_bad_bundles_are_refused_before_the_upload(ota, case):
     assert "==> upload" not in p.stdout, "the bundle was uploaded"
     now = sorted(os.listdir(ota.device.data / "ota")) if (ota.device.data / "ota").exists() else []
     assert now == listing, f"/data/ota changed: {listing} -> {now}"
+    after = ota.healthy()
+    assert after["SLOT"] == before["SLOT"] and after["VERSION"] == before["VERSION"]
+
+
+def without_rauc(tmp: Path) -> dict[str, str]:
+    """An environment whose PATH has what pinhole-ota may use but rauc (an owner's laptop)."""
+    bin_dir = tmp / "bin-no-rauc"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("ssh", "openssl", "python3"):
+        # The interpreter itself, not a wrapper script that needs more of PATH (pyenv's shims).
+        src = os.path.realpath(sys.executable) if tool == "python3" else shutil.which(tool)
+        assert src, tool
+        if not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(src)
+    return dict(os.environ, PATH=str(bin_dir))
+
+
+def test_verity_bundles_are_checked_here_with_rauc_or_with_openssl_alone(ota, tmp_path):
+    """The image's format: the signed manifest carries the dm-verity root hash, and pinhole-ota
+    hashes the payload against it before uploading (the stand-in cannot install verity bundles:
+    no device-mapper here, so --check-only)."""
+    before = ota.healthy()
+    tree = tmp_path / "tree"
+    slot_tree(tree, version="9.0", binary=ota.binary, keyring=ota.cert, ssh_port=ota.ssh_port, filler_mb=2)
+    img = make_image(tree, tmp_path / "rootfs.ext4", ota.slot_mb)
+    good = make_bundle(tmp_path, img, tmp_path / "verity.raucb", version="9.0", key=ota.key, cert=ota.cert,
+                       fmt="verity")
+    bad = tmp_path / "verity-damaged.raucb"
+    shutil.copy2(good, bad)
+    with open(bad, "r+b") as f:
+        f.seek(1 << 20)  # inside the squashfs, far from the hash tree and the signature
+        byte = f.read(1)
+        f.seek(1 << 20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    other = make_bundle(tmp_path, img, tmp_path / "verity-other.raucb", version="9.0", key=ota.other_key,
+                        cert=ota.other_cert, fmt="verity")
+    for env, how in ((None, "with rauc"), (without_rauc(tmp_path), "openssl only")):
+        p = subprocess.run(ota.cmd(good, "--check-only"), capture_output=True, text=True, timeout=120, env=env)
+        print(f"--- {how}, good:\n{p.stdout}{p.stderr}")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "verity payload matches the signed root hash" in p.stdout and "nothing sent" in p.stdout
+        p = subprocess.run(ota.cmd(bad), capture_output=True, text=True, timeout=120, env=env)
+        print(f"--- {how}, damaged:\n{p.stdout}{p.stderr}")
+        assert p.returncode == 3 and "does not match the signed verity root hash" in p.stderr, p.stdout + p.stderr
+        assert "changed or damaged after signing" in p.stderr and "==> upload" not in p.stdout
+        p = subprocess.run(ota.cmd(other), capture_output=True, text=True, timeout=120, env=env)
+        assert p.returncode == 3 and "signed with a key the camera does not trust" in p.stderr, p.stdout + p.stderr
+    # A plain bundle without rauc: openssl checks the detached signature over the whole payload.
+    env = without_rauc(tmp_path)
+    p = subprocess.run(ota.cmd(ota.bundle(before["VERSION"] + "-bad", key=ota.other_key, cert=ota.other_cert)),
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 3 and "signed with a key the camera does not trust" in p.stderr, p.stdout + p.stderr
     after = ota.healthy()
     assert after["SLOT"] == before["SLOT"] and after["VERSION"] == before["VERSION"]
 
