@@ -126,6 +126,11 @@ bootname=B
     (tree / "usr/libexec/pinhole-ota-device").chmod(0o755)
     for unit in ("pinhole-ota-boot.service", "pinhole-ota-commit.service", "pinhole-ota-deadline.service"):
         shutil.copy2(OTA / "device" / unit, tree / "etc/systemd/system" / unit)
+    # The tunnel's unit (skipped without a token) and the drop-in that makes boot-complete wait for it.
+    shutil.copy2(UNITS / "cloudflared.service", tree / "etc/systemd/system/cloudflared.service")
+    dropin = tree / "etc/systemd/system/boot-complete.target.d"
+    dropin.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(OTA / "device/boot-complete.target.d/50-pinhole-ota-cloudflared.conf", dropin)
     put("etc/systemd/system/pinhole-ota-deadline.service.d/test.conf",
         f"[Service]\nEnvironment=PINHOLE_OTA_TRIAL_S={TRIAL_S}\n")
     # The kernel command line U-Boot would pass (see the module's docstring).

@@ -249,6 +249,9 @@ def test_a_good_bundle_installs_into_the_other_slot_and_is_reported(ota):
     assert ota.device.boots[-1] == target
     env = read_env(ota.device.env)
     assert env["BOOT_ORDER"].split()[0] == target and env[f"BOOT_{target}_LEFT"] == "3", env
+    # boot-complete.target waited for the tunnel's unit, which no token skips (not fails).
+    cf = ota.device.sh(["systemctl", "show", "cloudflared.service", "-p", "ConditionResult,ActiveState"]).stdout
+    assert "ConditionResult=no" in cf and "ActiveState=inactive" in cf, cf
     code, st = ota.status()
     if st and "device" in st:  # pinhole's own report of the device (firmware/pinhole/src/appliance)
         assert st["device"].get("version") == v and st["device"].get("slot") == target, st["device"]
@@ -511,7 +514,10 @@ def test_the_device_units_pass_systemd_analyze_verify(tmp_path):
     units = ("pinhole-ota-boot.service", "pinhole-ota-commit.service", "pinhole-ota-deadline.service")
     for unit in units:
         shutil.copy2(REPO / "ota/device" / unit, root / "etc/systemd/system" / unit)
-    for unit in units:
+    dropin = root / "etc/systemd/system/boot-complete.target.d"
+    dropin.mkdir(parents=True)
+    shutil.copy2(REPO / "ota/device/boot-complete.target.d/50-pinhole-ota-cloudflared.conf", dropin)
+    for unit in (*units, "boot-complete.target"):
         p = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", unit],
                            capture_output=True, text=True, timeout=60)
         said = (p.stdout + p.stderr).strip()

@@ -5,6 +5,7 @@ SUMMARY = "The device half of pinhole-ota: health-gated A/B commit, rollback rec
 DESCRIPTION = "pinhole-ota-device and its units from the repository's ota/device/: at boot it \
                learns the booted slot and version and settles an update in flight; the booted \
                slot is marked good only after boot-complete.target (pinhole's first fragment); \
+               boot-complete.target also waits for cloudflared when a tunnel token exists; \
                a trial boot that does not get there within the bound is marked bad and the \
                device reboots into the old slot; pinhole reads /run/pinhole-ota/device.env."
 SECTION = "base"
@@ -22,6 +23,7 @@ SRC_URI = "file://pinhole-ota-device \
            file://pinhole-ota-commit.service \
            file://pinhole-ota-deadline.service \
            file://pinhole-ota.conf \
+           file://boot-complete.target.d/50-pinhole-ota-cloudflared.conf \
 "
 
 S = "${UNPACKDIR}"
@@ -31,11 +33,13 @@ inherit systemd allarch
 SYSTEMD_SERVICE:${PN} = "pinhole-ota-boot.service pinhole-ota-commit.service pinhole-ota-deadline.service"
 
 do_install() {
-    install -d ${D}${libexecdir} ${D}${systemd_system_unitdir} ${D}${sysconfdir}
+    install -d ${D}${libexecdir} ${D}${systemd_system_unitdir}/boot-complete.target.d ${D}${sysconfdir}
     install -m 0755 ${S}/pinhole-ota-device ${D}${libexecdir}/pinhole-ota-device
     install -m 0644 ${S}/pinhole-ota-boot.service ${S}/pinhole-ota-commit.service \
         ${S}/pinhole-ota-deadline.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${S}/pinhole-ota.conf ${D}${sysconfdir}/pinhole-ota.conf
+    install -m 0644 ${S}/boot-complete.target.d/50-pinhole-ota-cloudflared.conf \
+        ${D}${systemd_system_unitdir}/boot-complete.target.d/
 }
 
 RDEPENDS:${PN} = "rauc util-linux-flock"
