@@ -121,12 +121,26 @@ fn from_hex(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// `UPDATE_GOLDEN=1` rewrites the golden files instead of comparing; unset, empty or `0`
+/// compares. Any other value is a mistake (`UPDATE_GOLDEN=true` would otherwise compare, or
+/// rewrite, silently) and fails. The same rule in every golden test (fmp4_golden, hls_golden).
+fn update_golden() -> bool {
+    match std::env::var("UPDATE_GOLDEN").as_deref() {
+        Ok("1") => true,
+        Ok("" | "0") | Err(std::env::VarError::NotPresent) => false,
+        Ok(other) => {
+            panic!("UPDATE_GOLDEN={other:?}: set it to 1 to rewrite the golden files, or unset it")
+        }
+        Err(e) => panic!("UPDATE_GOLDEN: {e}"),
+    }
+}
+
 /// Compares `actual` with `tests/golden/{name}.v{FORMAT_VERSION}.hex`, or rewrites it (and drops
 /// the files of other versions) when `UPDATE_GOLDEN=1`.
 fn check_golden(name: &str, actual: &[u8]) {
     let dir = golden_dir();
     let path = dir.join(format!("{name}.v{FORMAT_VERSION}.hex"));
-    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+    if update_golden() {
         std::fs::create_dir_all(&dir).unwrap();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let old = entry.unwrap().path();

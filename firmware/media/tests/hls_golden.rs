@@ -63,9 +63,23 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
 
+/// `UPDATE_GOLDEN=1` rewrites the golden files instead of comparing; unset, empty or `0`
+/// compares. Any other value is a mistake (`UPDATE_GOLDEN=true` would otherwise compare, or
+/// rewrite, silently) and fails. The same rule in every golden test (fmp4_golden, hls_golden).
+fn update_golden() -> bool {
+    match std::env::var("UPDATE_GOLDEN").as_deref() {
+        Ok("1") => true,
+        Ok("" | "0") | Err(std::env::VarError::NotPresent) => false,
+        Ok(other) => {
+            panic!("UPDATE_GOLDEN={other:?}: set it to 1 to rewrite the golden files, or unset it")
+        }
+        Err(e) => panic!("UPDATE_GOLDEN: {e}"),
+    }
+}
+
 fn check_golden(name: &str, text: &str) {
     let path = golden_dir().join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+    if update_golden() {
         std::fs::write(&path, text).unwrap();
         return;
     }
