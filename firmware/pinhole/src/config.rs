@@ -10,9 +10,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::access::{AccessConfig, DEFAULT_LEEWAY};
+use crate::gate::access::{AccessConfig, DEFAULT_LEEWAY};
+use crate::gate::tls::CertSource;
 use crate::source::SourceSpec;
-use crate::tls::CertSource;
 
 /// Fragment (CMAF part) duration bounds in milliseconds. Below 100 ms the per-fragment overhead
 /// dominates and tunnels dislike tiny writes; above 300 ms latency suffers.
@@ -379,7 +379,7 @@ impl Config {
         };
         let password_hash = match lan.password_hash {
             Some(h) => {
-                crate::auth::check_hash(&h)
+                crate::gate::auth::check_hash(&h)
                     .map_err(|e| ConfigError(format!("{}: {e}", origin("lan.password_hash"))))?;
                 Some(h)
             }

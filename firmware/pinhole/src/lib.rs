@@ -2,22 +2,26 @@
 //! tests and benchmarks reach them directly.
 //!
 //! ```text
-//! source::supervise ─► source (testsrc | exec) ─► pipeline (media::Segmenter) ─► hub ─► http
+//! source ─► pipeline ─► hub ─► serve (http, hls, ui, metrics)
+//!   │         │                  ▲
+//!   │         └ media::Segmenter gate (limits, tls, policy: auth | access)
+//!   └ supervise: testsrc | exec: | rtsp:// | v4l2: | gst:
+//!
+//! appliance: what the device around the stream reports (version, slot, setup)
 //! ```
+//!
+//! The folders follow the flow: [`source`] makes access units and hands them to the
+//! [`pipeline`] (its [`pipeline::FrameSink`]); the pipeline cuts fragments into the [`hub`];
+//! [`serve`] sends them to viewers that the [`gate`] let in. [`status`], [`config`] and
+//! [`sdnotify`] sit beside the flow.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod access;
-pub mod auth;
+pub mod appliance;
 pub mod config;
-pub mod hls;
-pub mod http;
+pub mod gate;
 pub mod hub;
-pub mod limits;
-pub mod metrics;
 pub mod pipeline;
-pub mod policy;
 pub mod sdnotify;
+pub mod serve;
 pub mod source;
 pub mod status;
-pub mod tls;
-pub mod ui;

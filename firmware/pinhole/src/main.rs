@@ -11,8 +11,10 @@ use tracing::Instrument as _;
 
 use media::segmenter::SegmenterConfig;
 use pinhole::config::{Cli, Command, Config};
-use pinhole::policy::Policy;
-use pinhole::{access, auth, http, hub, limits, pipeline, sdnotify, source, status, tls};
+use pinhole::gate::policy::Policy;
+use pinhole::gate::{access, auth, limits, tls};
+use pinhole::serve::http;
+use pinhole::{hub, pipeline, sdnotify, source, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -269,6 +271,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         streams,
         auth,
         access,
+        device: None,
     });
     let server = tokio::spawn(http::serve(listeners, state, shutdown_rx));
 

@@ -11,8 +11,14 @@ use media::segmenter::{Frame, Output, Segmenter, SegmenterConfig};
 
 use crate::hub::Hub;
 use crate::sdnotify::Flow;
-use crate::source::FrameSink;
 use crate::status::Status;
+
+/// Where sources deliver frames: the pipeline itself, or a source's wrapper around it (see
+/// `source::Delivery`). Defined here, beside its implementation, so the arrow runs one way:
+/// sources know the pipeline, the pipeline knows no source.
+pub trait FrameSink: Send {
+    fn frame(&mut self, frame: Frame);
+}
 
 pub struct Pipeline {
     segmenter: Segmenter,

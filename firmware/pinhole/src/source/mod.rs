@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{FrameSink, Pipeline};
 use crate::status::{SourceState, Status};
 
 /// A parsed source URI.
@@ -135,11 +135,6 @@ pub fn redact_credentials(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Where sources deliver frames. Implemented by the pipeline (segmenter + hub).
-pub trait FrameSink: Send {
-    fn frame(&mut self, frame: media::segmenter::Frame);
 }
 
 /// Shared handle to the pipeline that sources write into.

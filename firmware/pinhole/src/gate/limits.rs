@@ -1,10 +1,10 @@
 //! Limits on what a stranger can make the daemon hold: connections per client and in total, and
 //! token buckets for anything that costs work per attempt (password checks, key-set fetches).
 //!
-//! The HTTP-level bounds live where hyper is configured (`http.rs`): [`MAX_HEADER_BYTES`] for a
+//! The HTTP-level bounds live where hyper is configured (`serve/http.rs`): [`MAX_HEADER_BYTES`] for a
 //! request head, [`HEADER_TIMEOUT`] for a slow head *and* for an idle keep-alive connection (hyper
 //! re-arms the header timer whenever it waits for the next request), [`TLS_HANDSHAKE_TIMEOUT`]
-//! for a TLS handshake that never finishes. Held LL-HLS requests are bounded in `hls.rs`.
+//! for a TLS handshake that never finishes. Held LL-HLS requests are bounded in `serve/hls.rs`.
 //!
 //! Clients are keyed by [`ClientKey`]: the IPv4 address, or the /64 of an IPv6 address (one
 //! host usually owns a whole /64, so per-address limits would not bind it).

@@ -6,7 +6,7 @@
 //! after [`HEARTBEAT`] of silence, so tunnels and proxies keep the connection open. The socket
 //! has `TCP_NODELAY`, so a fragment is not held back waiting for an ACK.
 //!
-//! `/hls/…` is the LL-HLS view of the same parts ([`crate::hls`]); its requests may be held
+//! `/hls/…` is the LL-HLS view of the same parts ([`crate::serve::hls`]); its requests may be held
 //! (blocking playlist reload), so handling is async.
 
 use std::convert::Infallible;
@@ -26,14 +26,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{Instant, Sleep};
 
-use crate::access::Access;
-use crate::auth::Auth;
-use crate::hls::{Hls, HlsConfig, Reply};
+use crate::appliance::{Device, DeviceInfo};
+use crate::gate::access::Access;
+use crate::gate::auth::Auth;
+use crate::gate::limits;
+use crate::gate::policy::{self, Admission, Policy, LOGIN_PAGE};
 use crate::hub::{Hub, Viewer};
-use crate::limits;
-use crate::policy::{self, Admission, Policy};
+use crate::serve::hls::{Hls, HlsConfig, Reply};
+use crate::serve::ui;
 use crate::status::Status;
-use crate::ui;
 
 /// Sent when nothing else went out for this long. Cloudflare cuts idle streams after 100 s;
 /// a few seconds also lets clients notice a dead connection quickly.
@@ -58,6 +59,18 @@ pub struct AppState {
     pub auth: Option<Arc<Auth>>,
     /// The tunnel listener's Cloudflare Access policy, if any (for `/metrics`).
     pub access: Option<Arc<Access>>,
+    /// What the appliance reports about itself (`"device"` in `/api/status`); `None` off the
+    /// appliance.
+    pub device: Option<Arc<Device>>,
+}
+
+/// `/api/status`: the stream's figures, and the device's when pinhole runs as the appliance.
+#[derive(Debug, serde::Serialize)]
+struct StatusBody {
+    #[serde(flatten)]
+    stream: crate::status::Snapshot,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<DeviceInfo>,
 }
 
 /// The routes, decoded from method and path in one pure function.
@@ -246,6 +259,32 @@ fn with_type(body: Body, content_type: &'static str, cache: &'static str) -> Res
     r
 }
 
+/// The gate's answer rendered: its status and headers as they are, its [`policy::Reply`] as
+/// plain text or as the embedded login page showing the message.
+fn refusal(r: Response<policy::Reply>) -> Response<Body> {
+    let (mut parts, reply) = r.into_parts();
+    let (body, content_type) = match reply {
+        policy::Reply::Empty => (Body::Full(None), None),
+        policy::Reply::Text(msg) => (
+            Body::full(format!("{msg}\n")),
+            Some("text/plain; charset=utf-8"),
+        ),
+        policy::Reply::LoginPage(msg) => {
+            let html = ui::find(LOGIN_PAGE)
+                .and_then(|i| ui::FILES.get(i))
+                .map(|f| String::from_utf8_lossy(f.body).replace("<!--MESSAGE-->", &msg))
+                .unwrap_or_else(|| format!("{msg}\n"));
+            (Body::full(html), Some("text/html; charset=utf-8"))
+        }
+    };
+    if let Some(t) = content_type {
+        parts
+            .headers
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(t));
+    }
+    Response::from_parts(parts, body)
+}
+
 /// An LL-HLS answer as a response; any origin may read it (players on other pages).
 fn hls_response(r: Reply) -> Response<Body> {
     let mut resp = Response::new(Body::full(r.body));
@@ -370,8 +409,11 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
             )
         }
         Route::Status => {
-            let snap = stream.status.snapshot(stream.hub.counters());
-            match serde_json::to_vec(&snap) {
+            let body = StatusBody {
+                stream: stream.status.snapshot(stream.hub.counters()),
+                device: state.device.as_ref().map(|d| d.get()),
+            };
+            match serde_json::to_vec(&body) {
                 Ok(json) => with_type(Body::full(json), "application/json", "no-store"),
                 Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("status: {e}")),
             }
@@ -387,12 +429,15 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
                     (s.name.as_str(), t)
                 })
                 .collect();
-            let mut text = crate::metrics::merge(&per_stream);
+            let mut text = crate::serve::metrics::merge(&per_stream);
             if let Some(a) = &state.auth {
                 text.push_str(&a.prometheus());
             }
             if let Some(a) = &state.access {
                 text.push_str(&a.prometheus());
+            }
+            if let Some(d) = &state.device {
+                text.push_str(&d.prometheus());
             }
             with_type(
                 Body::full(text),
@@ -436,7 +481,7 @@ pub async fn bind_one(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// One bound socket with what it speaks and whom it lets in. The policy travels with the
-/// listener into every connection it accepts: see [`crate::policy`].
+/// listener into every connection it accepts: see [`crate::gate::policy`].
 pub struct Listener {
     pub tcp: TcpListener,
     /// HTTPS when set.
@@ -544,7 +589,7 @@ pub async fn serve(
                     async move {
                         let resp = match policy::admit(&policy, req, peer.ip(), secure).await {
                             Admission::Serve(req) => handle(&state, &hls, &req).await,
-                            Admission::Answer(resp) => resp,
+                            Admission::Answer(resp) => refusal(resp),
                         };
                         Ok::<_, Infallible>(resp)
                     }
@@ -696,7 +741,7 @@ mod tests {
     fn ui_files_and_time_decode_as_a_table() {
         let ui = |name: &str| {
             Route::Ui(
-                crate::ui::FILES
+                crate::serve::ui::FILES
                     .iter()
                     .position(|f| f.name == name)
                     .unwrap(),

@@ -15,14 +15,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
-use crate::access::Access;
-use crate::auth::{self, Auth, Refusal};
-use crate::http::Body;
-use crate::ui;
+use crate::gate::access::Access;
+use crate::gate::auth::{self, Auth, Refusal};
 
 /// The login page (public under a password policy).
 pub const LOGIN_PAGE: &str = "/login.html";
@@ -58,7 +55,20 @@ impl Policy {
 #[derive(Debug)]
 pub enum Admission<B> {
     Serve(Request<B>),
-    Answer(Response<Body>),
+    /// Status and headers are final; the serving side renders the [`Reply`] into a body.
+    Answer(Response<Reply>),
+}
+
+/// What a refusal shows. The gate decides; the serving side renders (`serve::http`): the
+/// gate knows nothing of response bodies or of the embedded UI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// No body (a redirect, `204`).
+    Empty,
+    /// A line of plain text, for tools.
+    Text(String),
+    /// The login page ([`LOGIN_PAGE`]) showing this message, for browsers.
+    LoginPage(String),
 }
 
 /// Judges `req` under `policy`. `secure` is whether the listener speaks HTTPS (for the cookie's
@@ -137,7 +147,7 @@ fn is_player_page(path: &str) -> bool {
 /// `/api/login`: POST a form with `password` → `303 /` with the session cookie, or the login
 /// page with a message. GET → `204` if the request is already let in (the login page asks),
 /// else `401` (without a Basic challenge, so the browser shows no prompt).
-async fn login<B>(a: &Auth, req: Request<B>, client: IpAddr, secure: bool) -> Response<Body>
+async fn login<B>(a: &Auth, req: Request<B>, client: IpAddr, secure: bool) -> Response<Reply>
 where
     B: http_body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -145,7 +155,7 @@ where
     if req.method() == Method::GET || req.method() == Method::HEAD {
         return match a.check(req.headers(), client).await {
             Ok(()) => {
-                let mut r = Response::new(Body::Full(None));
+                let mut r = Response::new(Reply::Empty);
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 r
             }
@@ -186,51 +196,38 @@ where
     }
 }
 
-fn text(status: StatusCode, msg: &str) -> Response<Body> {
-    let mut r = Response::new(Body::Full(Some(Bytes::from(format!("{msg}\n")))));
+/// Every answer of the gate: never cached.
+fn answer(status: StatusCode, reply: Reply) -> Response<Reply> {
+    let mut r = Response::new(reply);
     *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-/// The login page with `message` in place of its placeholder.
-fn page(status: StatusCode, message: &str) -> Response<Body> {
-    let html = ui::find(LOGIN_PAGE)
-        .and_then(|i| ui::FILES.get(i))
-        .map(|f| String::from_utf8_lossy(f.body).replace("<!--MESSAGE-->", message))
-        .unwrap_or_else(|| format!("{message}\n"));
-    let mut r = Response::new(Body::Full(Some(Bytes::from(html))));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+fn text(status: StatusCode, msg: &str) -> Response<Reply> {
+    answer(status, Reply::Text(msg.to_owned()))
+}
+
+/// The login page with `message`.
+fn page(status: StatusCode, message: &str) -> Response<Reply> {
+    answer(status, Reply::LoginPage(message.to_owned()))
+}
+
+fn redirect(to: &'static str) -> Response<Reply> {
+    let mut r = answer(StatusCode::SEE_OTHER, Reply::Empty);
+    r.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(to));
     r
 }
 
-fn redirect(to: &'static str) -> Response<Body> {
-    let mut r = Response::new(Body::Full(None));
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    let h = r.headers_mut();
-    h.insert(header::LOCATION, HeaderValue::from_static(to));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn set_cookie(r: &mut Response<Body>, cookie: &str) {
+fn set_cookie(r: &mut Response<Reply>, cookie: &str) {
     if let Ok(v) = HeaderValue::from_str(cookie) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
 }
 
-fn limited(wait: Duration, html: bool) -> Response<Body> {
+fn limited(wait: Duration, html: bool) -> Response<Reply> {
     let s = wait.as_secs().max(1);
     let mut r = if html {
         page(
@@ -248,7 +245,7 @@ fn limited(wait: Duration, html: bool) -> Response<Body> {
     r
 }
 
-fn busy() -> Response<Body> {
+fn busy() -> Response<Reply> {
     let mut r = text(
         StatusCode::SERVICE_UNAVAILABLE,
         "busy checking passwords; retry shortly",
@@ -261,8 +258,9 @@ fn busy() -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access::{AccessConfig, DEFAULT_LEEWAY};
+    use crate::gate::access::{AccessConfig, DEFAULT_LEEWAY};
     use argon2::password_hash::{PasswordHasher, SaltString};
+    use bytes::Bytes;
     use http_body_util::Empty;
 
     fn req(method: Method, path: &str, headers: &[(&str, &str)]) -> Request<Empty<Bytes>> {
@@ -273,7 +271,7 @@ mod tests {
         b.body(Empty::new()).unwrap()
     }
 
-    fn answer<B>(a: Admission<B>) -> Option<Response<Body>> {
+    fn answer<B>(a: Admission<B>) -> Option<Response<Reply>> {
         match a {
             Admission::Serve(_) => None,
             Admission::Answer(r) => Some(r),

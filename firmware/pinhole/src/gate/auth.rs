@@ -29,7 +29,7 @@ use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::Semaphore;
 
-use crate::limits::{Buckets, ClientKey, Limiter, Rate};
+use crate::gate::limits::{Buckets, ClientKey, Limiter, Rate};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "pinhole_session";

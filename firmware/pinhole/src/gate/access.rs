@@ -32,7 +32,7 @@ use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::limits::{Limiter, Rate};
+use crate::gate::limits::{Limiter, Rate};
 
 pub const HEADER: &str = "cf-access-jwt-assertion";
 /// The key set is fetched again this often even when no token names a new key.
@@ -722,7 +722,7 @@ mod tests {
     use ring::signature::RsaKeyPair;
 
     /// A 2048-bit RSA key made with `openssl genpkey` for these tests only: it protects nothing.
-    const TEST_KEY_PEM: &str = include_str!("../testdata/rsa2048-test-only.pem");
+    const TEST_KEY_PEM: &str = include_str!("../../testdata/rsa2048-test-only.pem");
 
     fn keypair() -> RsaKeyPair {
         let b64: String = TEST_KEY_PEM
@@ -960,13 +960,13 @@ mod tests {
     }
 
     /// A fresh state directory and the self-signed certificate `tls.rs` makes in it.
-    fn generated_tls(tag: &str) -> (std::path::PathBuf, crate::tls::Loaded) {
+    fn generated_tls(tag: &str) -> (std::path::PathBuf, crate::gate::tls::Loaded) {
         let dir = std::env::temp_dir().join(format!("pinhole-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let source = crate::tls::CertSource::Generated {
+        let source = crate::gate::tls::CertSource::Generated {
             state_dir: dir.clone(),
         };
-        (dir, crate::tls::load(&source, &[]).unwrap())
+        (dir, crate::gate::tls::load(&source, &[]).unwrap())
     }
 
     /// The key set over real HTTPS: a rustls server on 127.0.0.1 with a certificate made by
@@ -1009,7 +1009,7 @@ mod tests {
             }
         });
 
-        let pem = std::fs::read(dir.join(crate::tls::GENERATED_CERT)).unwrap();
+        let pem = std::fs::read(dir.join(crate::gate::tls::GENERATED_CERT)).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         use rustls::pki_types::pem::PemObject as _;
         for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {

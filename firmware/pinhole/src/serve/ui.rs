@@ -64,9 +64,9 @@ macro_rules! embed {
     ($($name:literal),* $(,)?) => {
         &[$(File {
             name: $name,
-            body: include_bytes!(concat!("../../../web-ui/", $name)),
+            body: include_bytes!(concat!("../../../../web-ui/", $name)),
             content_type: content_type($name),
-            hash: fnv1a(include_bytes!(concat!("../../../web-ui/", $name))),
+            hash: fnv1a(include_bytes!(concat!("../../../../web-ui/", $name))),
         }),*]
     };
 }

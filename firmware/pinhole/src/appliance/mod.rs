@@ -1,0 +1,101 @@
+//! The appliance around the stream: what the device reports about itself beside the cameras
+//! (its firmware version, the root slot it booted, the last update, a first-boot setup that was
+//! refused). `/api/status` carries it as `"device"` and `/metrics` as `pinhole_device_*`, only
+//! when pinhole runs as the appliance ([`AppState::device`](crate::serve::http::AppState) is
+//! `Some`); a plain install shows none of it.
+
+use std::sync::RwLock;
+
+use serde::Serialize;
+
+/// What the device says about itself. Every field is a fact read on the device; `None` where
+/// it does not apply (no A/B slots, never updated, setup accepted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeviceInfo {
+    /// The firmware (image) version; pinhole's own version where there is no image.
+    pub version: String,
+    /// The booted root slot (`"A"` or `"B"`).
+    pub slot: Option<String>,
+    /// The last update's result, one line (`"installed 1.2.0 into B, booted"`).
+    pub last_update: Option<String>,
+    /// Why the owner's first-boot file was refused (the previous configuration is in use).
+    pub setup_error: Option<String>,
+}
+
+/// The shared, updatable copy the HTTP side reads.
+#[derive(Debug, Default)]
+pub struct Device {
+    info: RwLock<DeviceInfo>,
+}
+
+impl Device {
+    pub fn new(info: DeviceInfo) -> Device {
+        Device {
+            info: RwLock::new(info),
+        }
+    }
+
+    pub fn get(&self) -> DeviceInfo {
+        match self.info.read() {
+            Ok(i) => i.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, info: DeviceInfo) {
+        match self.info.write() {
+            Ok(mut i) => *i = info,
+            Err(poisoned) => *poisoned.into_inner() = info,
+        }
+    }
+
+    /// `pinhole_device_info{version,slot} 1` and `pinhole_device_setup_refused` (0/1).
+    pub fn prometheus(&self) -> String {
+        let i = self.get();
+        let esc = |s: &str| {
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', " ")
+        };
+        format!(
+            "# HELP pinhole_device_info The device's firmware version and booted root slot.\n\
+             # TYPE pinhole_device_info gauge\n\
+             pinhole_device_info{{version=\"{}\",slot=\"{}\"}} 1\n\
+             # HELP pinhole_device_setup_refused 1 when the owner's first-boot file was refused.\n\
+             # TYPE pinhole_device_setup_refused gauge\n\
+             pinhole_device_setup_refused {}\n",
+            esc(&i.version),
+            esc(i.slot.as_deref().unwrap_or("")),
+            u8::from(i.setup_error.is_some()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_escape_what_the_device_reports() {
+        let d = Device::new(DeviceInfo {
+            version: "1.0 \"beta\"".into(),
+            slot: Some("B".into()),
+            last_update: None,
+            setup_error: Some("bad".into()),
+        });
+        let m = d.prometheus();
+        assert!(
+            m.contains("pinhole_device_info{version=\"1.0 \\\"beta\\\"\",slot=\"B\"} 1\n"),
+            "{m}"
+        );
+        assert!(m.contains("pinhole_device_setup_refused 1\n"), "{m}");
+    }
+
+    #[test]
+    fn status_json_has_every_field() {
+        let v = serde_json::to_value(DeviceInfo::default()).unwrap_or_default();
+        for k in ["version", "slot", "last_update", "setup_error"] {
+            assert!(v.get(k).is_some(), "{k} missing from {v}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The serving side: what a viewer gets once the gate let the request in.
+//!
+//! ```text
+//! hub ─┬─► http: /api/video/cmaf (chunked records), routes, status, shutdown
+//!      ├─► hls: /hls/… (LL-HLS playlists, segments and parts of the same fragments)
+//!      ├─► ui: / (the embedded player)
+//!      └─► metrics: /metrics (Prometheus text)
+//! ```
+
+pub mod hls;
+pub mod http;
+pub mod metrics;
+pub mod ui;
