@@ -44,7 +44,7 @@ from conftest import REPO, free_port, pinhole_bin, require_tool
 from ota_device import Device, make_bundle, make_image, make_keys, read_env, slot_tree
 
 TOOL = REPO / "ota" / "pinhole-ota"
-SLOT_MB = 64
+SLOT_MB = 40
 DATA_MB = 256
 
 
