@@ -4,6 +4,8 @@
 //! when pinhole runs as the appliance ([`AppState::device`](crate::serve::http::AppState) is
 //! `Some`); a plain install shows none of it.
 
+pub mod update;
+
 use std::sync::RwLock;
 
 use serde::Serialize;
@@ -49,7 +51,8 @@ impl Device {
         }
     }
 
-    /// `pinhole_device_info{version,slot} 1` and `pinhole_device_setup_refused` (0/1).
+    /// `pinhole_device_info{version,slot} 1` and `pinhole_device_setup_refused` (0/1); on an A/B
+    /// device also the last update's result and the trial boot ([`update::prometheus`]).
     pub fn prometheus(&self) -> String {
         let i = self.get();
         let esc = |s: &str| {
@@ -67,7 +70,7 @@ impl Device {
             esc(&i.version),
             esc(i.slot.as_deref().unwrap_or("")),
             u8::from(i.setup_error.is_some()),
-        )
+        ) + &update::prometheus(&i)
     }
 }
 
