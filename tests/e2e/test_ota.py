@@ -351,6 +351,56 @@ def test_verity_bundles_are_checked_here_with_rauc_or_with_openssl_alone(ota, tm
     assert after["SLOT"] == before["SLOT"] and after["VERSION"] == before["VERSION"]
 
 
+STAND_IN_CLOUDFLARED = """#!{python}
+# Test stand-in for `cloudflared access ssh --hostname H` (no Cloudflare account or network
+# here): checks the arguments pinhole-ota passes, logs them, and relays stdin/stdout to the
+# stand-in camera's sshd, as the real one relays them through the tunnel.
+import os, socket, sys, threading
+args = sys.argv[1:]
+open(os.environ["FAKE_CF_LOG"], "a").write(" ".join(args) + "\\n")
+if args[:2] != ["access", "ssh"] or "--hostname" not in args:
+    sys.exit("stand-in cloudflared: unexpected arguments %r" % args)
+s = socket.create_connection(("127.0.0.1", int(os.environ["FAKE_CF_PORT"])))
+def up():
+    while True:
+        b = os.read(0, 65536)
+        if not b:
+            s.shutdown(socket.SHUT_WR)
+            return
+        s.sendall(b)
+threading.Thread(target=up, daemon=True).start()
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    os.write(1, b)
+"""
+
+
+def test_through_the_tunnel_pinhole_ota_goes_through_cloudflared_access_ssh(ota, tmp_path):
+    """--cloudflared: ssh's ProxyCommand is `cloudflared access ssh --hostname %h`. cloudflared
+    cannot reach Cloudflare here, so a stand-in (above) relays to the camera's sshd; what is
+    shown is pinhole-ota's side: the device and check stages, and the tunnel host name."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "cloudflared"
+    fake.write_text(STAND_IN_CLOUDFLARED.format(python=os.path.realpath(sys.executable)))
+    fake.chmod(0o755)
+    log = tmp_path / "cloudflared.log"
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_CF_LOG=str(log),
+               FAKE_CF_PORT=str(ota.ssh_port))
+    before = ota.healthy()
+    b = ota.bundle(before["VERSION"])  # the running version: checked, then "up to date"
+    cmd = ["python3", str(TOOL), "-F", str(ota.ssh_config), "--cloudflared", "--http-port", str(ota.http_port),
+           str(b), "root@ssh.camera.example"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    print(p.stdout + p.stderr)
+    assert p.returncode == 0 and "up to date" in p.stdout, p.stdout + p.stderr
+    assert f"version {before['VERSION']}; booted {before['SLOT']}" in p.stdout
+    calls = log.read_text().splitlines()
+    assert calls and all(c == "access ssh --hostname ssh.camera.example" for c in calls), calls
+
+
 def children_of(pid: int) -> list[tuple[int, str]]:
     out = []
     for d in Path("/proc").iterdir():
