@@ -9,6 +9,7 @@ DESCRIPTION = "A RAUC bundle (verity format) holding pinhole-image's ext4 root f
                Installed with ota/pinhole-ota BUNDLE DEVICE."
 SECTION = "base"
 LICENSE = "MIT"
+# The licence text is OE-core's common MIT licence: a bundle has no source of its own.
 # nooelint: oelint.var.licenseremotefile
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
 

@@ -10,6 +10,7 @@ DESCRIPTION = "pinhole-ota-device and its units from the repository's ota/device
                device reboots into the old slot; pinhole reads /run/pinhole-ota/device.env."
 SECTION = "base"
 LICENSE = "MIT | Apache-2.0"
+# Files of this repository under its licences; the texts are OE-core's common licences.
 # nooelint: oelint.var.licenseremotefile
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302 \
                     file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"

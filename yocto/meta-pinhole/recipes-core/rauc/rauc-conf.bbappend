@@ -9,6 +9,7 @@ FILESEXTRAPATHS:prepend:pinhole := "${THISDIR}/files:"
 # meta-rauc's rauc-conf variables, which oelint-adv does not know.
 # nooelint: oelint.vars.mispell.unknown
 RAUC_KEYRING_FILE:pinhole = "ca.cert.pem"
+# meta-rauc's rauc-conf variable (the keyring's URI), unknown to oelint-adv.
 # nooelint: oelint.vars.mispell.unknown
 RAUC_KEYRING_URI:pinhole = "file://${@d.getVar('PINHOLE_RAUC_KEY_DIR') or d.getVar('PINHOLE_REPO') + '/yocto/keys'}/ca.cert.pem"
 
