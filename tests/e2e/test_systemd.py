@@ -27,7 +27,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import shutil
@@ -40,12 +39,10 @@ import pytest
 
 from cmaf import CmafClient, parse_stream
 from conftest import REPO, free_port, pinhole_bin, require_tool
+from debian_root import mmdebstrap_root, run
 
 UNITS = REPO / "systemd"
-SUITE = "bookworm"
-MIRROR = os.environ.get("PINHOLE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "avahi-daemon"]
-CACHE = REPO / "tests" / ".cache" / "rootfs"
 MAX_EXPOSURE = 2.0
 WATCHDOG_S = 10
 
@@ -57,13 +54,6 @@ def hooks_bin() -> Path:
         pytest.fail(f"{path} is missing: build it with `cargo build -p pinhole --features test-hooks "
                     f"&& cp target/debug/pinhole {path}` (tests/run's build step does)")
     return path
-
-
-def run(cmd: list[str], timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 # ---------------------------------------------------------------- offline checks
@@ -167,29 +157,8 @@ def library_packages(binary: Path) -> tuple[str, ...]:
 def rootfs() -> Path:
     """A pristine bookworm root with systemd and the binary's libraries, cached by package list
     (made once, ~35 s)."""
-    require_tool("mmdebstrap")
-    packages = sorted(set(PACKAGES) | set(library_packages(Path(pinhole_bin())))
-                      | set(library_packages(hooks_bin())))
-    key = hashlib.sha256(" ".join([SUITE, MIRROR, *packages]).encode()).hexdigest()[:12]
-    root = CACHE / f"{SUITE}-{key}"
-    if (root / "usr/lib/systemd/systemd").exists():
-        return root
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = CACHE / f".{root.name}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.time()
-    p = subprocess.run(
-        ["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}",
-         "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
-         "--dpkgopt=path-exclude=/usr/share/doc/*", SUITE, str(tmp), MIRROR],
-        capture_output=True, text=True, timeout=600)
-    if p.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise AssertionError(f"mmdebstrap failed (exit {p.returncode}); is {MIRROR} reachable?\n"
-                             f"{p.stderr[-3000:]}")
-    tmp.rename(root)
-    print(f"mmdebstrap {SUITE} with {packages}: {time.time() - t0:.1f} s")
-    return root
+    packages = set(PACKAGES) | set(library_packages(Path(pinhole_bin()))) | set(library_packages(hooks_bin()))
+    return mmdebstrap_root(sorted(packages), marker="usr/lib/systemd/systemd")
 
 
 def test_the_avahi_service_file_is_valid_against_avahis_dtd():
