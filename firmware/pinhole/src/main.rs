@@ -118,6 +118,15 @@ fn hash_password() -> ExitCode {
     }
 }
 
+/// What the appliance reports about itself (`"device"` in `/api/status`) on an A/B device:
+/// version, booted slot and last update (appliance/update.rs), kept current.
+fn ota_device() -> Option<Arc<pinhole::appliance::Device>> {
+    use pinhole::appliance::{update, Device};
+    let d = Arc::new(Device::new(update::ota_info()?));
+    update::spawn_refresh(d.clone());
+    Some(d)
+}
+
 /// Turns terminal echo off; returns the settings to restore.
 fn no_echo() -> Option<nix::sys::termios::Termios> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
@@ -271,7 +280,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         streams,
         auth,
         access,
-        device: None,
+        device: ota_device(),
     });
     let server = tokio::spawn(http::serve(listeners, state, shutdown_rx));
 
