@@ -1,4 +1,5 @@
-# tests/deps.d/yocto.sh — tests/e2e/test_yocto.py: kas (for its own JSON schema) and oelint-adv,
+# tests/deps.d/yocto.sh — tests/e2e/test_yocto.py and test_firstboot.py (the SD-card image).
+# test_yocto: kas (for its own JSON schema) and oelint-adv,
 # pinned, from PyPI into their own venv tests/.cache/yocto-venv (oelint-adv's wheel installs a
 # stray top-level `build` package, so it stays out of tests/.venv). Made with Debian's
 # /usr/bin/python3 so that the unprivileged user bitbake runs as can use it too.
@@ -7,6 +8,11 @@
 YOCTO_VENV="$ROOT/tests/.cache/yocto-venv"
 YOCTO_PIP="kas==5.5 oelint-adv==9.11.2 oelint-data==1.5.26 oelint-parser==8.13.2"
 if wants e2e; then
+  # tests/e2e/test_firstboot.py (the image's first-boot import): strace injects the kills,
+  # wpa_passphrase and ssh-keygen are the real peers for the Wi-Fi key and the SSH keys.
+  have strace || pkgs+=(strace)
+  have wpa_passphrase || pkgs+=(wpasupplicant)
+  have ssh-keygen || pkgs+=(openssh-client)
   [[ -x /usr/bin/python3 ]] || pkgs+=(python3)
   /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || pkgs+=(python3-venv)
   if [[ -n "${PINHOLE_YOCTO_LAYERS:-}" ]]; then

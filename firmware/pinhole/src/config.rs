@@ -164,6 +164,9 @@ pub enum Command {
     /// List the video devices (/dev/video*): driver, card, capabilities, formats, sizes and
     /// frame rates, what pinhole would capture from each camera, and the H.264 encoders found.
     Probe,
+    /// First boot: import the owner's pinhole-setup.toml from the boot partition into the data
+    /// partition: checked by this configuration code, written atomically, removed from the card.
+    SetupImport(crate::appliance::firstboot::SetupImportArgs),
 }
 
 /// A LAN listen address: `ADDR` or `http://ADDR` (HTTP), `https://ADDR` (HTTPS).

@@ -21,6 +21,9 @@ fn main() -> ExitCode {
     if let Some(Command::HashPassword) = cli.command {
         return hash_password();
     }
+    if let Some(Command::SetupImport(args)) = &cli.command {
+        return setup_import(args);
+    }
     if let Some(Command::Probe) = cli.command {
         let report = source::v4l2::probe::render(&source::v4l2::probe::gather());
         // A closed pipe (`pinhole probe | head`) is not a failure.
@@ -118,12 +121,63 @@ fn hash_password() -> ExitCode {
     }
 }
 
-/// What the appliance reports about itself (`"device"` in `/api/status`) on an A/B device:
-/// version, booted slot and last update (appliance/update.rs), kept current.
-fn ota_device() -> Option<Arc<pinhole::appliance::Device>> {
-    use pinhole::appliance::{update, Device};
-    let d = Arc::new(Device::new(update::ota_info()?));
-    update::spawn_refresh(d.clone());
+/// `pinhole setup-import`: one line on stderr (the journal) saying what happened.
+fn setup_import(args: &pinhole::appliance::firstboot::SetupImportArgs) -> ExitCode {
+    use pinhole::appliance::firstboot::{run, Outcome};
+    let (from, to) = (args.from.display(), args.to.display());
+    let report = match run(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pinhole setup-import: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if report.finished_interrupted {
+        eprintln!("pinhole setup-import: finished an import that was interrupted (power cut?)");
+    }
+    match report.outcome {
+        Outcome::NothingToDo => {
+            eprintln!("pinhole setup-import: no {from}: nothing to import; the configuration in {to} stays");
+        }
+        Outcome::Seeded => {
+            eprintln!("pinhole setup-import: no {from} and no configuration yet: {to} now holds the defaults");
+        }
+        Outcome::Imported(tables) => {
+            eprintln!(
+                "pinhole setup-import: imported [{}] from {from} into {to}, and removed the file from the boot partition",
+                tables.join("], [")
+            );
+        }
+        Outcome::Rejected(reason) => {
+            eprintln!("pinhole setup-import: refused; the previous configuration stays. {reason}");
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// What the appliance reports about itself (`"device"` in `/api/status`), when there is
+/// anything: on an A/B device its version, booted slot and last update (appliance/update.rs,
+/// kept current: a new slot is committed after pinhole is ready), and a first-boot file that
+/// `pinhole setup-import` refused ($STATE_DIRECTORY).
+fn device() -> Option<Arc<pinhole::appliance::Device>> {
+    use pinhole::appliance::{firstboot, update, Device, DeviceInfo};
+    let mut info = DeviceInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ..DeviceInfo::default()
+    };
+    let ab = update::apply(&mut info, &update::Sources::default());
+    info.setup_error = firstboot::setup_error_from_env();
+    if let Some(e) = &info.setup_error {
+        tracing::warn!("the owner's first-boot file was refused: {e}");
+    }
+    if !ab && info.setup_error.is_none() {
+        return None;
+    }
+    let d = Arc::new(Device::new(info));
+    if ab {
+        update::spawn_refresh(d.clone());
+    }
     Some(d)
 }
 
@@ -280,7 +334,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         streams,
         auth,
         access,
-        device: ota_device(),
+        device: device(),
     });
     let server = tokio::spawn(http::serve(listeners, state, shutdown_rx));
 

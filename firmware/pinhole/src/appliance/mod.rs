@@ -4,6 +4,7 @@
 //! when pinhole runs as the appliance ([`AppState::device`](crate::serve::http::AppState) is
 //! `Some`); a plain install shows none of it.
 
+pub mod firstboot;
 pub mod update;
 
 use std::sync::RwLock;
