@@ -1,11 +1,12 @@
 """Picture back after a source restart, in the web UI: the camera (an `exec:` ffmpeg) dies under
-an open page, stays away 1.5 s, comes back; pinhole's supervisor restarts it and the page, which
-keeps its one connection (heartbeats while the source is away), shows frames again. The target
-(ARCHITECTURE.md, issue 12): back on the viewer's screen within 2 s of the camera's return.
+an open page and is available again AWAY_S later; pinhole's supervisor restarts it and the page,
+which keeps its one connection (heartbeats while the source is away), shows frames again. The
+target (ARCHITECTURE.md, issue 12): back on the viewer's screen within 2 s of the camera's return.
 
-The camera's return is the time the restarted script logs just before it starts ffmpeg; "picture
-back" is the first 0.5 s sample of the page's state (tests/ui/watch.mjs) at which the player has
-shown 5 more frames than when the camera came back. Shares test_ui.py's browser driver."""
+The camera's return is when the test makes it available again (a flag file the restarted script
+waits for, so pinhole's own restart delay counts); "picture back" is the first 0.5 s sample of
+the page's state (tests/ui/watch.mjs) at which the player has shown 5 more frames than then.
+Shares test_ui.py's browser driver."""
 
 from __future__ import annotations
 
@@ -20,10 +21,12 @@ from pathlib import Path
 from conftest import children, ffmpeg_exec
 from test_ui import ARTIFACTS, check_errors, watch_cmd
 
-AWAY_S = 1.5
-# The target, 2 s from the camera's return. Measured on this machine: see tests/README.md. What
-# it is made of: pinhole's restart backoff (250 ms after a run that was healthy), ffmpeg's start
-# and first IDR (~0.3 s), one 100 ms fragment, and the page's append and decode.
+AWAY_S = 0.5
+# The target, 2 s from the camera's return. Measured on this machine under a load average of
+# ~23: 0.87 and 0.92 s (and 1.2-1.5 s when the camera was back only after 1.5 s). What it is made
+# of: pinhole's restart (250 ms backoff after a healthy run, so the restarted script is already
+# waiting when the camera comes back; a slower restart shows here), ffmpeg's start and first
+# IDR, one 100 ms fragment, and the page's append and decode.
 TARGET_S = 2.0
 
 
@@ -41,12 +44,12 @@ def child_pids(pid: int) -> list[int]:
 
 
 def test_picture_is_back_within_2_s_of_the_cameras_return(pinhole, tmp_path, record_property):
-    runs, returns = tmp_path / "runs", tmp_path / "returns"
+    runs, returns, flag = tmp_path / "runs", tmp_path / "returns", tmp_path / "camera-back"
     script = tmp_path / "camera.sh"
     script.write_text(
         "#!/bin/sh\n"
         f"n=$(cat '{runs}' 2>/dev/null || echo 0); echo $((n + 1)) > '{runs}'\n"
-        f"if [ \"$n\" -ge 1 ]; then sleep {AWAY_S}; fi\n"
+        f"if [ \"$n\" -ge 1 ]; then while [ ! -e '{flag}' ]; do sleep 0.02; done; fi\n"
         f"date +%s.%N >> '{returns}'\n"
         f"exec {ffmpeg_exec('640x360')}\n")
     ph = pinhole(f"exec:sh {script}")
@@ -65,6 +68,9 @@ def test_picture_is_back_within_2_s_of_the_cameras_return(pinhole, tmp_path, rec
         for pid in cams:  # pinhole runs the command as `sh -c` in a process group of its own
             os.killpg(pid, signal.SIGKILL)
         kill_ms = time.time() * 1000
+        time.sleep(AWAY_S)
+        flag.touch()
+        back_ms = time.time() * 1000
         out, err = proc.communicate(timeout=seconds + 90)
     finally:
         if proc.poll() is None:
@@ -74,10 +80,9 @@ def test_picture_is_back_within_2_s_of_the_cameras_return(pinhole, tmp_path, rec
     assert proc.returncode == 0, err[-2000:]
     r = json.loads(out)
     (ARTIFACTS / "source-restart.json").write_text(json.dumps(r, indent=1))
-    back = [float(x) * 1000 for x in returns.read_text().split()]
-    assert len(back) == 2, f"the camera ran {len(back)} times; expected one restart"
-    back_ms = back[1]
-    assert AWAY_S * 1000 <= back_ms - kill_ms <= AWAY_S * 1000 + 3000, (kill_ms, back_ms)
+    started = [float(x) * 1000 for x in returns.read_text().split()]
+    assert len(started) == 2, f"the camera ran {len(started)} times; expected one restart"
+    record_property("camera_started_after_return_s", round((started[1] - back_ms) / 1000, 3))
     tl = r["timeline"]
     before = [e for e in tl if e["wall_ms"] < kill_ms]
     after = [e for e in tl if e["wall_ms"] >= back_ms]
