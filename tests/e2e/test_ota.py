@@ -147,6 +147,21 @@ class Ota:
         except (OSError, ValueError):
             return 0, None
 
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=3) as r:
+            return r.read().decode()
+
+    def device_report(self, cond, timeout: float = 20) -> dict:
+        """`"device"` of /api/status once `cond` holds for it."""
+        t0, last = time.time(), None
+        while time.time() - t0 < timeout:
+            _, st = self.status()
+            last = (st or {}).get("device")
+            if last and cond(last):
+                return last
+            time.sleep(0.5)
+        raise AssertionError(f'/api/status "device" not as expected within {timeout} s: {last}')
+
     def healthy(self, timeout: float = 90) -> dict[str, str]:
         """Waits until the camera is settled on a good slot and returns what it reports: the
         booted slot marked good by rauc, pinhole answering, /data untouched."""
@@ -252,9 +267,14 @@ def test_a_good_bundle_installs_into_the_other_slot_and_is_reported(ota):
     # boot-complete.target waited for the tunnel's unit, which no token skips (not fails).
     cf = ota.device.sh(["systemctl", "show", "cloudflared.service", "-p", "ConditionResult,ActiveState"]).stdout
     assert "ConditionResult=no" in cf and "ActiveState=inactive" in cf, cf
-    code, st = ota.status()
-    if st and "device" in st:  # pinhole's own report of the device (firmware/pinhole/src/appliance)
-        assert st["device"].get("version") == v and st["device"].get("slot") == target, st["device"]
+    # pinhole's own report (firmware/pinhole/src/appliance/update.rs): read from device.env, which
+    # the commit rewrote after pinhole started, so within its 5 s refresh.
+    dev = ota.device_report(lambda d: (d.get("last_update") or "").startswith("updated from"))
+    assert dev["version"] == v and dev["slot"] == target, dev
+    assert dev["last_update"].startswith(f"updated from {before['VERSION']} to {v} ("), dev
+    metrics = ota.metrics()
+    assert f'pinhole_device_info{{version="{v}",slot="{target}"}} 1' in metrics, metrics
+    assert 'pinhole_device_last_update{result="ok"} 1' in metrics and "pinhole_device_trial_boot 0" in metrics
     print(f"good update {before['VERSION']} ({before['SLOT']}) -> {v} ({target}): {took:.1f} s")
 
     # Again: harmless, nothing happens.
@@ -490,6 +510,10 @@ def test_a_slot_whose_pinhole_never_becomes_ready_rolls_back_to_the_old_slot(ota
     after = ota.healthy()
     assert after["SLOT"] == old and after["VERSION"] == before["VERSION"], after
     assert after["LAST_UPDATE_RESULT"] == "rolled-back", after
+    dev = ota.device_report(lambda d: (d.get("last_update") or "").startswith("update rolled back"))
+    assert dev["slot"] == old and dev["version"] == before["VERSION"], dev
+    assert "did not reach boot-complete.target" in dev["last_update"], dev
+    assert 'pinhole_device_last_update{result="rolled-back"} 1' in ota.metrics()
     st = json.loads(ota.device.sh(["rauc", "status", "--output-format=json"]).stdout)
     states = {d["bootname"]: d["boot_status"] for e in st["slots"] for d in e.values()}
     assert states == {old: "good", new: "bad"}, states
