@@ -268,7 +268,7 @@ pub struct SnapshotCounters {
     pub requests: u64,
     /// Decode passes: one per request that needed a newer picture (cold or warm).
     pub decodes: u64,
-    /// Of those, how many started a decoder from the IDR.
+    /// Decoders started (the first request, or the first after the idle time).
     pub cold_starts: u64,
     pub frames_decoded: u64,
     /// Requests answered with a JPEG another request's decode made.
@@ -524,23 +524,30 @@ fn decode_newest<'a>(
         } => (frames, Some((gop, params))),
     };
     if let Some((gop, params)) = fresh {
-        stats.cold += 1;
-        let mut decoder = openh264::decoder::Decoder::new()
-            .map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
-        let mut annexb = Vec::new();
-        for p in &params {
-            push_annexb(&mut annexb, p);
+        // A new GOP starts at an IDR, which needs no earlier picture: a warm decoder goes on
+        // from it; only a decoder that does not exist yet is a cold start.
+        if warm.is_none() {
+            stats.cold += 1;
+            let decoder = openh264::decoder::Decoder::new()
+                .map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
+            *warm = Some(Warm {
+                decoder,
+                gop,
+                seq: None,
+                picture: None,
+            });
         }
-        if !annexb.is_empty() {
-            // Parameter sets alone give no picture; an error here shows in the first frame.
-            let _ = decoder.decode(&annexb);
+        if let Some(w) = warm.as_mut() {
+            w.gop = gop;
+            let mut annexb = Vec::new();
+            for p in &params {
+                push_annexb(&mut annexb, p);
+            }
+            if !annexb.is_empty() {
+                // Parameter sets alone give no picture; an error here shows in the next frame.
+                let _ = w.decoder.decode(&annexb);
+            }
         }
-        *warm = Some(Warm {
-            decoder,
-            gop,
-            seq: None,
-            picture: None,
-        });
     }
     let mut failed = None;
     if let Some(w) = warm.as_mut() {
