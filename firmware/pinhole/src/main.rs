@@ -13,7 +13,7 @@ use media::segmenter::SegmenterConfig;
 use pinhole::config::{Cli, Command, Config};
 use pinhole::gate::policy::Policy;
 use pinhole::gate::{access, auth, limits, tls};
-use pinhole::serve::http;
+use pinhole::serve::{http, snapshot};
 use pinhole::{hub, pipeline, sdnotify, source, status};
 
 fn main() -> ExitCode {
@@ -296,6 +296,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let pipeline = pipeline::Pipeline::new(seg_config, hub.clone(), status.clone())
             .with_context(|| format!("stream {:?}: segmenter configuration", sc.name))?;
         let flow = pipeline.flow();
+        let snapshots =
+            snapshot::Snapshots::new(pipeline.tap(), status.clone(), snapshot::DEFAULT_IDLE);
+        snapshots.spawn_expiry();
         let pipeline = Arc::new(Mutex::new(pipeline));
         frame_paths.push(sdnotify::FramePath {
             flow,
@@ -322,6 +325,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             name: sc.name.clone(),
             hub,
             status,
+            snapshots,
         });
     }
     // systemd: readiness follows the first camera; the watchdog watches every frame path.

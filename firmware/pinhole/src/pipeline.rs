@@ -11,6 +11,7 @@ use media::segmenter::{Frame, Output, Segmenter, SegmenterConfig};
 
 use crate::hub::Hub;
 use crate::sdnotify::Flow;
+use crate::serve::snapshot::Tap;
 use crate::status::Status;
 
 /// Where sources deliver frames: the pipeline itself, or a source's wrapper around it (see
@@ -31,6 +32,8 @@ pub struct Pipeline {
     rejected: u64,
     /// Frames in and parts out, for the systemd watchdog ([`crate::sdnotify`]).
     flow: Arc<Flow>,
+    /// The access units since the last IDR, for snapshots (shared bytes, no copies).
+    tap: Arc<Tap>,
 }
 
 impl Pipeline {
@@ -47,6 +50,7 @@ impl Pipeline {
             last_end: None,
             rejected: 0,
             flow: Arc::new(Flow::default()),
+            tap: Arc::new(Tap::default()),
         })
     }
 
@@ -55,8 +59,14 @@ impl Pipeline {
         self.flow.clone()
     }
 
+    /// Where snapshots find the newest frames ([`crate::serve::snapshot`]).
+    pub fn tap(&self) -> Arc<Tap> {
+        self.tap.clone()
+    }
+
     /// The source run ended: send the partial part on and start a new timeline mapping.
     pub fn end_of_run(&mut self) {
+        self.tap.end_of_run();
         let outputs = self.segmenter.flush();
         self.publish(outputs);
         self.run_base = None;
@@ -100,6 +110,7 @@ impl FrameSink for Pipeline {
         frame.dts_90k = dst0 + frame.dts_90k.saturating_sub(src0);
         let end = frame.dts_90k + u64::from(frame.duration_90k);
         let capture = frame.capture_unix_us;
+        self.tap.push(&frame.au, capture);
         match self.segmenter.push(frame) {
             Ok(outputs) => {
                 self.last_end = Some((end, capture));

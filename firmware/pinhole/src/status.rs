@@ -164,6 +164,12 @@ impl Status {
         });
     }
 
+    /// The source's state and its last error, for answers that depend on a live camera.
+    pub fn source_health(&self) -> (SourceState, Option<String>) {
+        self.with(|i| (i.state, i.last_error.clone()))
+            .unwrap_or((SourceState::Restarting, Some("status lock poisoned".into())))
+    }
+
     pub fn source_failed(&self, error: String) {
         self.with(|i| {
             i.state = SourceState::Restarting;

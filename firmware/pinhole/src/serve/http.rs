@@ -33,6 +33,7 @@ use crate::gate::limits;
 use crate::gate::policy::{self, Admission, Policy, LOGIN_PAGE};
 use crate::hub::{Hub, Viewer};
 use crate::serve::hls::{Hls, HlsConfig, Reply};
+use crate::serve::snapshot::{self, Snapshots};
 use crate::serve::ui;
 use crate::status::Status;
 
@@ -48,6 +49,7 @@ pub struct StreamHandle {
     pub name: String,
     pub hub: Arc<Hub>,
     pub status: Arc<Status>,
+    pub snapshots: Arc<Snapshots>,
 }
 
 /// Everything a request handler may look at.
@@ -69,6 +71,7 @@ pub struct AppState {
 struct StatusBody {
     #[serde(flatten)]
     stream: crate::status::Snapshot,
+    snapshot: snapshot::SnapshotCounters,
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<DeviceInfo>,
 }
@@ -83,6 +86,8 @@ pub enum Route {
     Time,
     Cmaf,
     Status,
+    /// A JPEG of the newest frame ([`snapshot`]).
+    Snapshot,
     Metrics,
     /// The list of cameras.
     Streams,
@@ -123,6 +128,7 @@ pub fn route(method: &Method, path: &str) -> Route {
         // POST too: quick tunnels hold back GET streams (cloudflared #1449).
         "/api/video/cmaf" => ("GET, POST", Route::Cmaf),
         "/api/status" => ("GET, HEAD", Route::Status),
+        "/api/snapshot.jpg" => ("GET, HEAD", Route::Snapshot),
         "/metrics" => ("GET, HEAD", Route::Metrics),
         "/api/time" => ("GET, HEAD", Route::Time),
         "/api/streams" => ("GET, HEAD", Route::Streams),
@@ -257,6 +263,66 @@ fn with_type(body: Body, content_type: &'static str, cache: &'static str) -> Res
         header::HeaderValue::from_static(cache),
     );
     r
+}
+
+/// `/api/snapshot.jpg`: the JPEG with its frame's capture time, never cached by anyone; `400`
+/// naming the allowed range for a bad option, `503` with the reason when the camera is down.
+async fn snapshot_response(stream: &StreamHandle, req: &Request<Incoming>) -> Response<Body> {
+    let opts = match snapshot::Options::parse(req.uri().query()) {
+        Ok(o) => o,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
+    };
+    match stream.snapshots.take(opts).await {
+        Ok(j) => {
+            let mut r = with_type(
+                Body::full(j.bytes),
+                "image/jpeg",
+                "no-store, no-cache, max-age=0, must-revalidate",
+            );
+            let h = r.headers_mut();
+            h.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+            h.insert(header::EXPIRES, header::HeaderValue::from_static("0"));
+            h.insert(
+                "x-capture-unix-ms",
+                header::HeaderValue::from(j.capture_unix_us / 1000),
+            );
+            if let Ok(v) = header::HeaderValue::from_str(&httpdate(j.capture_unix_us)) {
+                h.insert(header::LAST_MODIFIED, v);
+            }
+            r
+        }
+        Err(snapshot::Refused::Unavailable(why) | snapshot::Refused::Failed(why)) => {
+            let mut r = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("no snapshot: {why}"),
+            );
+            let h = r.headers_mut();
+            h.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            h.insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            r
+        }
+    }
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate) from Unix microseconds.
+fn httpdate(unix_us: u64) -> String {
+    let secs = unix_us / 1_000_000;
+    let days = secs / 86_400;
+    let sod = secs % 86_400;
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let (y, m, d) = media::hls::civil_from_days(days);
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m.clamp(1, 12) - 1) as usize];
+    format!(
+        "{weekday}, {d:02} {month} {y} {:02}:{:02}:{:02} GMT",
+        sod / 3_600,
+        sod / 60 % 60,
+        sod % 60
+    )
 }
 
 /// The gate's answer rendered: its status and headers as they are, its [`policy::Reply`] as
@@ -408,9 +474,11 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
                 "no-store",
             )
         }
+        Route::Snapshot => snapshot_response(stream, req).await,
         Route::Status => {
             let body = StatusBody {
                 stream: stream.status.snapshot(stream.hub.counters()),
+                snapshot: stream.snapshots.counters(),
                 device: state.device.as_ref().map(|d| d.get()),
             };
             match serde_json::to_vec(&body) {
@@ -426,6 +494,7 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
                 .map(|(s, h)| {
                     let mut t = s.status.snapshot(s.hub.counters()).to_prometheus();
                     t.push_str(&h.prometheus());
+                    t.push_str(&s.snapshots.prometheus());
                     (s.name.as_str(), t)
                 })
                 .collect();
@@ -650,6 +719,15 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_dates_are_imf_fixdate() {
+        assert_eq!(httpdate(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            httpdate(1_700_000_000_123_456),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
+    }
     use media::hls::Resource;
 
     #[test]
@@ -695,6 +773,7 @@ mod tests {
                 Route::MethodNotAllowed("GET, HEAD"),
             ),
             (Method::GET, "/metrics", Route::Metrics),
+            (Method::GET, "/api/snapshot.jpg", Route::Snapshot),
             (Method::GET, "/../etc/passwd", Route::NotFound),
             (Method::GET, "/api/video/cmaf/", Route::NotFound),
             (

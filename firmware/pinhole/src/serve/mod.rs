@@ -4,10 +4,12 @@
 //! hub ─┬─► http: /api/video/cmaf (chunked records), routes, status, shutdown
 //!      ├─► hls: /hls/… (LL-HLS playlists, segments and parts of the same fragments)
 //!      ├─► ui: / (the embedded player)
-//!      └─► metrics: /metrics (Prometheus text)
+//!      ├─► metrics: /metrics (Prometheus text)
+//! pipeline's tap ─► snapshot: /api/snapshot.jpg (decoded only while asked)
 //! ```
 
 pub mod hls;
 pub mod http;
 pub mod metrics;
+pub mod snapshot;
 pub mod ui;

@@ -1,0 +1,818 @@
+//! `/api/snapshot.jpg`: a JPEG of the newest frame, decoded from the stream pinhole already
+//! has — never a second camera pipeline.
+//!
+//! ```text
+//! pipeline ─► Tap (access units since the last IDR, refcounted) ─► Snapshots ─► JPEG
+//!                                                  decoder: OpenH264, warm while asked
+//! ```
+//!
+//! The [`Tap`] sees every frame as it enters the pipeline, before it is cut into a fragment:
+//! a snapshot is one frame interval old, not one fragment. It keeps the access units since the
+//! last IDR (the bytes are shared with the segmenter, not copied), so a cold decoder starts at
+//! once from that IDR. The decoder runs only while someone asks: the first request decodes
+//! from the IDR (cold), later ones decode just the frames that came since (warm), and a
+//! decoder nobody asked for during the idle time is dropped. Requests that arrive while a
+//! decode runs wait for it and share its picture; a picture is encoded once per size and
+//! quality.
+//!
+//! Decoding is OpenH264's, on every board: the hardware decoders (the Pi 4's
+//! `/dev/video10`, Jetson's NVDEC) are not used yet.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use media::h264::{nal_type, AccessUnit};
+use serde::Serialize;
+
+use crate::source::pattern::I420Frame;
+use crate::status::{SourceState, Status};
+
+/// How long a decoder stays warm after the last request.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(10);
+/// The longest keyframe interval the tap keeps (frames): 20 s at 30 fps.
+const MAX_GOP_FRAMES: usize = 600;
+/// A newest frame older than this means the camera is down, whatever its state says.
+const STALE: Duration = Duration::from_secs(2);
+pub const WIDTH_RANGE: std::ops::RangeInclusive<usize> = 16..=7680;
+pub const QUALITY_RANGE: std::ops::RangeInclusive<u8> = 1..=100;
+pub const DEFAULT_QUALITY: u8 = 80;
+
+/// One access unit as the tap keeps it.
+#[derive(Debug, Clone)]
+struct TapFrame {
+    seq: u64,
+    capture_unix_us: u64,
+    nals: Vec<Bytes>,
+}
+
+#[derive(Debug, Default)]
+struct Gop {
+    /// Counts IDRs: a decoder on another GOP must start again.
+    id: u64,
+    frames: Vec<TapFrame>,
+    /// The newest parameter sets seen, put before an IDR that comes without them.
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+    /// The GOP outgrew [`MAX_GOP_FRAMES`]: nothing is kept until the next IDR.
+    overflow: bool,
+    next_seq: u64,
+    newest_at: Option<Instant>,
+}
+
+/// The access units since the last IDR, fed by the pipeline, read by [`Snapshots`].
+#[derive(Debug, Default)]
+pub struct Tap {
+    gop: Mutex<Gop>,
+}
+
+/// What a decoder must do to reach the newest frame.
+#[derive(Debug)]
+enum Catchup {
+    /// Decode these frames after the ones it has (same GOP).
+    Continue(Vec<TapFrame>),
+    /// Start again: a fresh decoder, the parameter sets, then these frames from the IDR.
+    Restart {
+        gop: u64,
+        params: Vec<Bytes>,
+        frames: Vec<TapFrame>,
+    },
+}
+
+impl Tap {
+    /// Called by the pipeline with every frame, before it is segmented.
+    pub fn push(&self, au: &AccessUnit, capture_unix_us: u64) {
+        let Ok(mut g) = self.gop.lock() else { return };
+        for n in &au.nals {
+            match nal_type(n) {
+                nal_type::SPS => g.sps = Some(n.clone()),
+                nal_type::PPS => g.pps = Some(n.clone()),
+                _ => {}
+            }
+        }
+        if au.is_idr {
+            g.id += 1;
+            g.frames.clear();
+            g.overflow = false;
+        } else if g.frames.is_empty() || g.overflow {
+            // No IDR to start from yet (a stream joined mid-GOP), or too long a GOP.
+            return;
+        }
+        if g.frames.len() >= MAX_GOP_FRAMES {
+            g.overflow = true;
+            g.frames.clear();
+            return;
+        }
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        g.newest_at = Some(Instant::now());
+        g.frames.push(TapFrame {
+            seq,
+            capture_unix_us,
+            nals: au.nals.clone(),
+        });
+    }
+
+    /// The source run ended: what the tap holds belongs to a stream that is gone.
+    pub fn end_of_run(&self) {
+        if let Ok(mut g) = self.gop.lock() {
+            g.frames.clear();
+            g.newest_at = None;
+        }
+    }
+
+    /// The newest frame's sequence number and its age, if any frame is held.
+    fn newest(&self) -> Option<(u64, Duration)> {
+        let g = self.gop.lock().ok()?;
+        let f = g.frames.last()?;
+        Some((f.seq, g.newest_at.map(|t| t.elapsed()).unwrap_or_default()))
+    }
+
+    fn catchup(&self, gop: u64, after_seq: Option<u64>) -> Result<Catchup, String> {
+        let g = self
+            .gop
+            .lock()
+            .map_err(|_| "snapshot tap lock poisoned".to_string())?;
+        if g.overflow {
+            return Err(format!(
+                "the camera's keyframe interval is longer than {MAX_GOP_FRAMES} frames: \
+                 snapshots need a shorter GOP (an IDR at least every few seconds)"
+            ));
+        }
+        if g.frames.is_empty() {
+            return Err("no picture since the last keyframe yet".into());
+        }
+        if let Some(after) = after_seq {
+            if gop == g.id {
+                let new = g.frames.iter().filter(|f| f.seq > after).cloned().collect();
+                return Ok(Catchup::Continue(new));
+            }
+        }
+        let params = [&g.sps, &g.pps].into_iter().flatten().cloned().collect();
+        Ok(Catchup::Restart {
+            gop: g.id,
+            params,
+            frames: g.frames.clone(),
+        })
+    }
+}
+
+/// A request's options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Scale down to this width (aspect kept); `None`: the stream's size.
+    pub width: Option<usize>,
+    pub quality: u8,
+}
+
+impl Options {
+    /// Parses `width=N&quality=N`; anything else in the query is a mistake worth naming.
+    pub fn parse(query: Option<&str>) -> Result<Options, String> {
+        let mut o = Options {
+            width: None,
+            quality: DEFAULT_QUALITY,
+        };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "width" => {
+                    let w = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|w| WIDTH_RANGE.contains(w))
+                        .ok_or_else(|| {
+                            format!(
+                                "width={v:?}: allowed {}..={} pixels (scaled down, aspect kept)",
+                                WIDTH_RANGE.start(),
+                                WIDTH_RANGE.end()
+                            )
+                        })?;
+                    o.width = Some(w);
+                }
+                "quality" => {
+                    o.quality = v
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|q| QUALITY_RANGE.contains(q))
+                        .ok_or_else(|| {
+                            format!(
+                                "quality={v:?}: allowed {}..={} (JPEG quality, default {DEFAULT_QUALITY})",
+                                QUALITY_RANGE.start(),
+                                QUALITY_RANGE.end()
+                            )
+                        })?;
+                }
+                // Cache busters that tools add (`?t=…`, `?_=…`) are harmless.
+                "t" | "_" | "timestamp" | "cachebust" => {}
+                _ => {
+                    return Err(format!(
+                        "unknown option {k:?}: allowed width=16..7680, quality=1..100"
+                    ))
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// A JPEG, with the capture time of the frame it shows.
+#[derive(Debug, Clone)]
+pub struct Jpeg {
+    pub bytes: Bytes,
+    pub capture_unix_us: u64,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Why there is no picture: the camera is down (503), or the request was wrong (400).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Unavailable(String),
+    Failed(String),
+}
+
+#[derive(Debug)]
+struct Picture {
+    frame: I420Frame,
+    seq: u64,
+    capture_unix_us: u64,
+}
+
+struct Warm {
+    decoder: openh264::decoder::Decoder,
+    gop: u64,
+    seq: Option<u64>,
+    picture: Option<Picture>,
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    seq: u64,
+    opts: Options,
+    jpeg: Jpeg,
+    done_at: Instant,
+}
+
+#[derive(Default)]
+struct Work {
+    warm: Option<Warm>,
+    cache: Option<Cached>,
+}
+
+/// Counters for `/api/status` and `/metrics`.
+#[derive(Debug, Default, Serialize, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotCounters {
+    /// Whether a decoder is running (warm).
+    pub decoder_warm: bool,
+    pub requests: u64,
+    /// Decode passes: one per request that needed a newer picture (cold or warm).
+    pub decodes: u64,
+    /// Decoders started (the first request, or the first after the idle time).
+    pub cold_starts: u64,
+    pub frames_decoded: u64,
+    /// Requests answered with a JPEG another request's decode made.
+    pub shared: u64,
+    pub unavailable: u64,
+}
+
+/// One camera's snapshot service.
+pub struct Snapshots {
+    tap: Arc<Tap>,
+    status: Arc<Status>,
+    idle: Duration,
+    work: tokio::sync::Mutex<Work>,
+    last_request: Mutex<Option<Instant>>,
+    warm: AtomicBool,
+    requests: AtomicU64,
+    decodes: AtomicU64,
+    cold_starts: AtomicU64,
+    frames_decoded: AtomicU64,
+    shared: AtomicU64,
+    unavailable: AtomicU64,
+}
+
+impl std::fmt::Debug for Snapshots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshots")
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+impl Snapshots {
+    pub fn new(tap: Arc<Tap>, status: Arc<Status>, idle: Duration) -> Arc<Snapshots> {
+        Arc::new(Snapshots {
+            tap,
+            status,
+            idle,
+            work: tokio::sync::Mutex::new(Work::default()),
+            last_request: Mutex::new(None),
+            warm: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            decodes: AtomicU64::new(0),
+            cold_starts: AtomicU64::new(0),
+            frames_decoded: AtomicU64::new(0),
+            shared: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+        })
+    }
+
+    pub fn counters(&self) -> SnapshotCounters {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SnapshotCounters {
+            decoder_warm: self.warm.load(Ordering::Relaxed),
+            requests: n(&self.requests),
+            decodes: n(&self.decodes),
+            cold_starts: n(&self.cold_starts),
+            frames_decoded: n(&self.frames_decoded),
+            shared: n(&self.shared),
+            unavailable: n(&self.unavailable),
+        }
+    }
+
+    pub fn prometheus(&self) -> String {
+        let c = self.counters();
+        let mut s = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, v: u64| {
+            s.push_str(&format!(
+                "# HELP pinhole_snapshot_{name} {help}\n# TYPE pinhole_snapshot_{name} {kind}\npinhole_snapshot_{name} {v}\n"
+            ));
+        };
+        family(
+            "decoder_warm",
+            "gauge",
+            "1 while a snapshot decoder runs.",
+            u64::from(c.decoder_warm),
+        );
+        family(
+            "requests_total",
+            "counter",
+            "Snapshot requests.",
+            c.requests,
+        );
+        family(
+            "decodes_total",
+            "counter",
+            "Snapshot decode passes.",
+            c.decodes,
+        );
+        family(
+            "cold_starts_total",
+            "counter",
+            "Snapshot decoders started from an IDR.",
+            c.cold_starts,
+        );
+        family(
+            "frames_decoded_total",
+            "counter",
+            "Frames decoded for snapshots.",
+            c.frames_decoded,
+        );
+        family(
+            "shared_total",
+            "counter",
+            "Snapshot requests served by another request's decode.",
+            c.shared,
+        );
+        family(
+            "unavailable_total",
+            "counter",
+            "Snapshot requests refused because the camera was down.",
+            c.unavailable,
+        );
+        s
+    }
+
+    /// Drops a decoder nobody asked for during the idle time. Run every second or so.
+    pub async fn expire(&self) {
+        let quiet = match self.last_request.lock() {
+            Ok(t) => t.is_some_and(|t| t.elapsed() >= self.idle),
+            Err(_) => true,
+        };
+        if quiet && self.warm.load(Ordering::Relaxed) {
+            let mut w = self.work.lock().await;
+            w.warm = None;
+            w.cache = None;
+            self.warm.store(false, Ordering::Relaxed);
+            tracing::info!(
+                "snapshot decoder stopped after {} s without requests",
+                self.idle.as_secs()
+            );
+        }
+    }
+
+    /// Runs [`expire`](Self::expire) every second until the process ends.
+    pub fn spawn_expiry(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(s) = me.upgrade() else { break };
+                s.expire().await;
+            }
+        });
+    }
+
+    /// A JPEG of the newest frame.
+    pub async fn take(&self, opts: Options) -> Result<Jpeg, Refused> {
+        let asked = Instant::now();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut t) = self.last_request.lock() {
+            *t = Some(asked);
+        }
+        if let Err(why) = self.check_live() {
+            self.unavailable.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Unavailable(why));
+        }
+        let mut work = self.work.lock().await;
+        let newest = self.tap.newest().map(|(seq, _)| seq);
+        if let Some(c) = &work.cache {
+            // Another request's decode finished after this one was asked (it waited for that
+            // decode), or nothing newer came since: share its picture.
+            if c.opts == opts && (c.done_at >= asked || Some(c.seq) == newest) {
+                self.shared.fetch_add(1, Ordering::Relaxed);
+                return Ok(c.jpeg.clone());
+            }
+        }
+        let mut warm = work.warm.take();
+        let tap = self.tap.clone();
+        let (result, warm_back, stats) = tokio::task::spawn_blocking(move || {
+            let mut stats = Stats::default();
+            let r = decode_newest(&tap, &mut warm, &mut stats)
+                .and_then(|p| encode(p, opts).map(|j| (p.seq, j)));
+            (r, warm, stats)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            (
+                Err(format!("snapshot task failed: {e}")),
+                None,
+                Stats::default(),
+            )
+        });
+        self.warm.store(warm_back.is_some(), Ordering::Relaxed);
+        work.warm = warm_back;
+        self.decodes.fetch_add(1, Ordering::Relaxed);
+        self.cold_starts.fetch_add(stats.cold, Ordering::Relaxed);
+        self.frames_decoded
+            .fetch_add(stats.frames, Ordering::Relaxed);
+        match result {
+            Ok((seq, jpeg)) => {
+                work.cache = Some(Cached {
+                    seq,
+                    opts,
+                    jpeg: jpeg.clone(),
+                    done_at: Instant::now(),
+                });
+                Ok(jpeg)
+            }
+            Err(e) => Err(Refused::Failed(e)),
+        }
+    }
+
+    /// A camera that is not running, or whose newest frame is stale, has no snapshot.
+    fn check_live(&self) -> Result<(), String> {
+        let (state, error) = self.status.source_health();
+        let why = |what: &str| match &error {
+            Some(e) => format!("{what}: {e}"),
+            None => what.to_string(),
+        };
+        if state != SourceState::Running {
+            return Err(why(&format!("camera is {}", state_word(state))));
+        }
+        match self.tap.newest() {
+            None => Err(why("no picture from the camera since its last keyframe")),
+            Some((_, age)) if age > STALE => Err(why(&format!(
+                "camera sent nothing for {:.1} s",
+                age.as_secs_f64()
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+fn state_word(s: SourceState) -> &'static str {
+    match s {
+        SourceState::Starting => "starting",
+        SourceState::Running => "running",
+        SourceState::Restarting => "restarting",
+        SourceState::Stopped => "stopped",
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    cold: u64,
+    frames: u64,
+}
+
+/// Brings `warm` to the newest frame the tap has and returns that picture.
+fn decode_newest<'a>(
+    tap: &Tap,
+    warm: &'a mut Option<Warm>,
+    stats: &mut Stats,
+) -> Result<&'a Picture, String> {
+    let (gop, seq) = warm.as_ref().map_or((0, None), |w| (w.gop, w.seq));
+    let (frames, fresh) = match tap.catchup(gop, seq)? {
+        Catchup::Continue(frames) => (frames, None),
+        Catchup::Restart {
+            gop,
+            params,
+            frames,
+        } => (frames, Some((gop, params))),
+    };
+    if let Some((gop, params)) = fresh {
+        // A new GOP starts at an IDR, which needs no earlier picture: a warm decoder goes on
+        // from it; only a decoder that does not exist yet is a cold start.
+        if warm.is_none() {
+            stats.cold += 1;
+            let decoder = openh264::decoder::Decoder::new()
+                .map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
+            *warm = Some(Warm {
+                decoder,
+                gop,
+                seq: None,
+                picture: None,
+            });
+        }
+        if let Some(w) = warm.as_mut() {
+            w.gop = gop;
+            let mut annexb = Vec::new();
+            for p in &params {
+                push_annexb(&mut annexb, p);
+            }
+            if !annexb.is_empty() {
+                // Parameter sets alone give no picture; an error here shows in the next frame.
+                let _ = w.decoder.decode(&annexb);
+            }
+        }
+    }
+    let mut failed = None;
+    if let Some(w) = warm.as_mut() {
+        let mut annexb = Vec::new();
+        for f in &frames {
+            annexb.clear();
+            for n in &f.nals {
+                push_annexb(&mut annexb, n);
+            }
+            stats.frames += 1;
+            w.seq = Some(f.seq);
+            match w.decoder.decode(&annexb) {
+                Ok(Some(yuv)) => {
+                    w.picture = Some(Picture {
+                        frame: to_i420(&yuv),
+                        seq: f.seq,
+                        capture_unix_us: f.capture_unix_us,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed = Some(format!("the H.264 decoder refused frame {}: {e}", f.seq));
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(msg) = failed {
+        // A broken frame: the next request starts a decoder again from the IDR.
+        *warm = None;
+        return Err(msg);
+    }
+    warm.as_ref()
+        .and_then(|w| w.picture.as_ref())
+        .ok_or_else(|| "the decoder has no picture yet".to_string())
+}
+
+fn push_annexb(out: &mut Vec<u8>, nal: &[u8]) {
+    out.extend_from_slice(&[0, 0, 0, 1]);
+    out.extend_from_slice(nal);
+}
+
+fn to_i420(yuv: &openh264::decoder::DecodedYUV<'_>) -> I420Frame {
+    use openh264::formats::YUVSource;
+    let (w, h) = yuv.dimensions();
+    let (sy, su, sv) = yuv.strides();
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let copy = |plane: &[u8], stride: usize, pw: usize, ph: usize| {
+        let mut out = Vec::with_capacity(pw * ph);
+        for row in plane.chunks(stride).take(ph) {
+            out.extend_from_slice(&row[..pw.min(row.len())]);
+        }
+        out.resize(pw * ph, 128);
+        out
+    };
+    I420Frame {
+        width: w,
+        height: h,
+        y: copy(yuv.y(), sy, w, h),
+        u: copy(yuv.u(), su, cw, ch),
+        v: copy(yuv.v(), sv, cw, ch),
+    }
+}
+
+/// Area-average downscale of one plane.
+fn scale_plane(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(dw * dh);
+    for y in 0..dh {
+        let y0 = y * sh / dh;
+        let y1 = ((y + 1) * sh / dh).max(y0 + 1).min(sh);
+        for x in 0..dw {
+            let x0 = x * sw / dw;
+            let x1 = ((x + 1) * sw / dw).max(x0 + 1).min(sw);
+            let mut sum = 0u32;
+            for row in y0..y1 {
+                let r = &src[row * sw + x0..row * sw + x1];
+                sum += r.iter().map(|&p| u32::from(p)).sum::<u32>();
+            }
+            let n = ((y1 - y0) * (x1 - x0)) as u32;
+            out.push(((sum + n / 2) / n) as u8);
+        }
+    }
+    out
+}
+
+/// The picture scaled to `width` (never up), as a 4:2:0 JPEG.
+fn encode(p: &Picture, opts: Options) -> Result<Jpeg, String> {
+    let f = &p.frame;
+    let (w, h) = match opts.width {
+        Some(w) if w < f.width => {
+            let h = (f.height * w + f.width / 2) / f.width;
+            (w & !1, (h & !1).max(2))
+        }
+        _ => (f.width, f.height),
+    };
+    let (cw, ch) = (f.width.div_ceil(2), f.height.div_ceil(2));
+    let (dcw, dch) = (w.div_ceil(2), h.div_ceil(2));
+    let scaled;
+    let planes = if (w, h) == (f.width, f.height) {
+        (&f.y[..], &f.u[..], &f.v[..])
+    } else {
+        scaled = (
+            scale_plane(&f.y, f.width, f.height, w, h),
+            scale_plane(&f.u, cw, ch, dcw, dch),
+            scale_plane(&f.v, cw, ch, dcw, dch),
+        );
+        (&scaled.0[..], &scaled.1[..], &scaled.2[..])
+    };
+    let image = Planar {
+        y: planes.0,
+        u: planes.1,
+        v: planes.2,
+        width: w,
+        height: h,
+    };
+    let (Ok(_), Ok(_)) = (u16::try_from(w), u16::try_from(h)) else {
+        return Err(format!("{w}x{h} is too large for a JPEG"));
+    };
+    let mut out = Vec::with_capacity(w * h / 4);
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, opts.quality);
+    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
+    enc.encode_image(image)
+        .map_err(|e| format!("JPEG encoding failed: {e}"))?;
+    Ok(Jpeg {
+        bytes: Bytes::from(out),
+        capture_unix_us: p.capture_unix_us,
+        width: w,
+        height: h,
+    })
+}
+
+/// I420 planes as the JPEG encoder reads them: one row of Y, Cb, Cr per pixel at a time.
+struct Planar<'a> {
+    y: &'a [u8],
+    u: &'a [u8],
+    v: &'a [u8],
+    width: usize,
+    height: usize,
+}
+
+impl jpeg_encoder::ImageBuffer for Planar<'_> {
+    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
+        jpeg_encoder::JpegColorType::Ycbcr
+    }
+
+    fn width(&self) -> u16 {
+        u16::try_from(self.width).unwrap_or(u16::MAX)
+    }
+
+    fn height(&self) -> u16 {
+        u16::try_from(self.height).unwrap_or(u16::MAX)
+    }
+
+    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
+        let y = usize::from(y);
+        let cw = self.width.div_ceil(2);
+        let luma = &self.y[y * self.width..(y + 1) * self.width];
+        let crow = (y / 2) * cw;
+        for (x, &l) in luma.iter().enumerate() {
+            buffers[0].push(l);
+            buffers[1].push(self.u[crow + x / 2]);
+            buffers[2].push(self.v[crow + x / 2]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_name_the_allowed_range() {
+        assert_eq!(
+            Options::parse(Some("width=320&quality=50")),
+            Ok(Options {
+                width: Some(320),
+                quality: 50
+            })
+        );
+        assert_eq!(Options::parse(None).map(|o| o.quality), Ok(DEFAULT_QUALITY));
+        assert!(Options::parse(Some("t=12345")).is_ok());
+        for (q, needle) in [
+            ("width=0", "16..=7680"),
+            ("width=abc", "16..=7680"),
+            ("width=99999", "16..=7680"),
+            ("quality=0", "1..=100"),
+            ("quality=101", "1..=100"),
+            ("quality=", "1..=100"),
+            ("size=1", "unknown option"),
+        ] {
+            let e = Options::parse(Some(q)).unwrap_err();
+            assert!(e.contains(needle), "{q}: {e}");
+        }
+    }
+
+    #[test]
+    fn downscaling_averages_areas() {
+        let src = [0u8, 100, 200, 100, 0, 100, 200, 100];
+        assert_eq!(scale_plane(&src, 4, 2, 2, 1), vec![50, 150]);
+        assert_eq!(scale_plane(&src, 4, 2, 4, 2), src.to_vec());
+    }
+
+    #[test]
+    fn a_flat_picture_encodes_to_a_jpeg_of_the_asked_width() {
+        let frame = I420Frame::new(64, 48);
+        let p = Picture {
+            frame,
+            seq: 0,
+            capture_unix_us: 1,
+        };
+        let j = encode(
+            &p,
+            Options {
+                width: Some(32),
+                quality: 80,
+            },
+        )
+        .unwrap();
+        assert_eq!((j.width, j.height), (32, 24));
+        assert_eq!(&j.bytes[..2], &[0xff, 0xd8], "SOI");
+        assert_eq!(&j.bytes[j.bytes.len() - 2..], &[0xff, 0xd9], "EOI");
+        let j = encode(
+            &p,
+            Options {
+                width: Some(6400),
+                quality: 80,
+            },
+        )
+        .unwrap();
+        assert_eq!((j.width, j.height), (64, 48), "never scaled up");
+    }
+
+    #[test]
+    fn the_tap_keeps_one_gop_and_starts_at_an_idr() {
+        let tap = Tap::default();
+        let au = |idr: bool| AccessUnit {
+            nals: vec![Bytes::from_static(if idr {
+                &[0x65, 0]
+            } else {
+                &[0x41, 0]
+            })],
+            is_idr: idr,
+            has_b_slices: false,
+        };
+        tap.push(&au(false), 1);
+        assert!(tap.newest().is_none(), "nothing before the first IDR");
+        tap.push(&au(true), 2);
+        tap.push(&au(false), 3);
+        match tap.catchup(0, None).unwrap() {
+            Catchup::Restart { gop, frames, .. } => {
+                assert_eq!(gop, 1);
+                assert_eq!(frames.len(), 2);
+            }
+            c => panic!("{c:?}"),
+        }
+        match tap.catchup(1, Some(0)).unwrap() {
+            Catchup::Continue(f) => assert_eq!(f.len(), 1),
+            c => panic!("{c:?}"),
+        }
+        tap.push(&au(true), 4);
+        assert!(matches!(
+            tap.catchup(1, Some(1)).unwrap(),
+            Catchup::Restart { gop: 2, .. }
+        ));
+        tap.end_of_run();
+        assert!(tap.catchup(2, Some(2)).is_err());
+    }
+}
