@@ -76,19 +76,6 @@ struct HuffmanSpec {
     values: &'static [u8],
 }
 
-impl HuffmanSpec {
-    /// Whether the BITS counts add up to the symbols listed (checked at compile time below).
-    const fn is_consistent(&self) -> bool {
-        let mut sum = 0;
-        let mut i = 0;
-        while i < 16 {
-            sum += self.bits[i] as usize;
-            i += 1;
-        }
-        sum == self.values.len()
-    }
-}
-
 /// ITU-T T.81 (09/92) Annex K.3.1, Table K.3: luminance DC differences. Symbols are the
 /// difference categories 0..=11.
 const DC_LUMA: HuffmanSpec = HuffmanSpec {
@@ -176,11 +163,18 @@ const AC_CHROMA: HuffmanSpec = HuffmanSpec {
 /// The four tables a DHT-less MJPEG frame is decoded with, in the order they are inserted.
 const STANDARD_TABLES: [&HuffmanSpec; 4] = [&DC_LUMA, &AC_LUMA, &DC_CHROMA, &AC_CHROMA];
 
+// Each table's BITS counts add up to the symbols it lists (checked at compile time).
 const _: () = {
-    let mut i = 0;
-    while i < STANDARD_TABLES.len() {
-        assert!(STANDARD_TABLES[i].is_consistent());
-        i += 1;
+    let mut t = 0;
+    while t < STANDARD_TABLES.len() {
+        let spec = STANDARD_TABLES[t];
+        let (mut sum, mut i) = (0, 0);
+        while i < 16 {
+            sum += spec.bits[i] as usize;
+            i += 1;
+        }
+        assert!(sum == spec.values.len(), "BITS and HUFFVAL disagree");
+        t += 1;
     }
 };
 
@@ -393,31 +387,23 @@ fn assemble(jpeg: &[u8], headers: &Headers, out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Full-range (JFIF) luma → video range 16..=235, rounded: 16 + y·219/255.
-static Y_TO_VIDEO: [u8; 256] = {
-    let mut lut = [0u8; 256];
-    let mut y = 0;
-    while y < 256 {
-        lut[y] = ((2 * (16 * 255 + 219 * y) + 255) / 510) as u8;
-        y += 1;
-    }
-    lut
-};
+/// Full-range (JFIF) luma → video range 16..=235: 16 + y·219/255, rounded. In 16-bit fixed
+/// point rather than a table so that the compiler can vectorise the loops; exact for every
+/// input (tested against the rational formula).
+#[inline(always)]
+fn y_to_video(y: u8) -> u8 {
+    ((u32::from(y) * 56284 + (16 << 16) + (1 << 15)) >> 16) as u8
+}
 
-/// The sum of four full-range chroma samples (0..=1020) → their mean in video range
-/// 16..=240, rounded once: 128 + (sum/4 − 128)·224/255 = (15872 + 224·sum) / 1020.
-static CHROMA_SUM4_TO_VIDEO: [u8; 1021] = {
-    let mut lut = [0u8; 1021];
-    let mut sum = 0;
-    while sum < 1021 {
-        lut[sum] = ((2 * (15872 + 224 * sum) + 1020) / 2040) as u8;
-        sum += 1;
-    }
-    lut
-};
+/// The sum of four full-range chroma samples (0..=1020) → their mean in video range 16..=240,
+/// rounded once: 128 + (sum/4 − 128)·224/255 = (3968 + 56·sum) / 255. Fixed point, exact.
+#[inline(always)]
+fn chroma_sum4_to_video(sum: u32) -> u8 {
+    (((3968 + 56 * sum) * 65793 + (1 << 23)) >> 24) as u8
+}
 
 /// Turns zune-jpeg's interleaved full-range YCbCr (3 bytes a pixel, `width` pixels a line)
-/// into `out` (even size, at most the picture's): luma through [`Y_TO_VIDEO`], each 2×2
+/// into `out` (even size, at most the picture's): luma through [`y_to_video`], each 2×2
 /// block's chroma summed into `sums` (Cb plane, then Cr), then [`finish_chroma`].
 fn ycbcr_to_i420(
     ycc: &[u8],
@@ -436,17 +422,15 @@ fn ycbcr_to_i420(
     let c_rows = su.chunks_exact_mut(cw).zip(sv.chunks_exact_mut(cw));
     for (y2, (u, v)) in y_rows.zip(c_rows) {
         let Some((a, b)) = pairs.next() else { break };
+        let (a, b) = (&a[..w * 3], &b[..w * 3]);
         let (ya, yb) = y2.split_at_mut(w);
-        let src = a[..w * 3].chunks_exact(6).zip(b[..w * 3].chunks_exact(6));
-        let dst = ya
-            .chunks_exact_mut(2)
-            .zip(yb.chunks_exact_mut(2))
-            .zip(u.iter_mut().zip(v.iter_mut()));
-        for ((pa, pb), ((ya, yb), (u, v))) in src.zip(dst) {
-            ya[0] = Y_TO_VIDEO[usize::from(pa[0])];
-            ya[1] = Y_TO_VIDEO[usize::from(pa[3])];
-            yb[0] = Y_TO_VIDEO[usize::from(pb[0])];
-            yb[1] = Y_TO_VIDEO[usize::from(pb[3])];
+        for (dst, src) in [(ya, a), (yb, b)] {
+            for (d, px) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                *d = y_to_video(px[0]);
+            }
+        }
+        let src = a.chunks_exact(6).zip(b.chunks_exact(6));
+        for ((u, v), (pa, pb)) in u.iter_mut().zip(v.iter_mut()).zip(src) {
             let sum = |k: usize| {
                 u16::from(pa[k]) + u16::from(pa[k + 3]) + u16::from(pb[k]) + u16::from(pb[k + 3])
             };
@@ -469,7 +453,7 @@ fn ycbcr_to_i420(
 fn finish_chroma(sums: &[u16], cw: usize, (across, down): (bool, bool), out: &mut [u8]) {
     if !across && !down {
         for (o, &s) in out.iter_mut().zip(sums) {
-            *o = CHROMA_SUM4_TO_VIDEO[usize::from(s)];
+            *o = chroma_sum4_to_video(u32::from(s));
         }
         return;
     }
@@ -488,14 +472,16 @@ fn finish_chroma(sums: &[u16], cw: usize, (across, down): (bool, bool), out: &mu
         // `col` is in sixty-fourths of a 2×2 sum after this: round, keep to 0..=1020.
         let at = |l: i32, m: i32, r: i32| {
             let t = (hc * m + hn * (l + r) + 32) >> 6;
-            CHROMA_SUM4_TO_VIDEO[t.clamp(0, 1020) as usize]
+            chroma_sum4_to_video(t.clamp(0, 1020) as u32)
         };
         let last = cw - 1;
         dst[0] = at(col[0], col[0], col[1.min(last)]);
-        for (o, w) in dst[1..].iter_mut().zip(col.windows(3)) {
-            *o = at(w[0], w[1], w[2]);
-        }
         if last > 0 {
+            // Three shifted views of the row, so that the loop has no index arithmetic.
+            let (l, m, r) = (&col[..last - 1], &col[1..last], &col[2..]);
+            for (o, ((&l, &m), &r)) in dst[1..last].iter_mut().zip(l.iter().zip(m).zip(r)) {
+                *o = at(l, m, r);
+            }
             dst[last] = at(col[last - 1], col[last], col[last]);
         }
     }
@@ -506,7 +492,7 @@ fn grey_to_i420(grey: &[u8], width: usize, out: &mut I420Frame) {
     let w = out.width;
     for (src, dst) in grey.chunks_exact(width).zip(out.y.chunks_exact_mut(w)) {
         for (d, &s) in dst.iter_mut().zip(&src[..w]) {
-            *d = Y_TO_VIDEO[usize::from(s)];
+            *d = y_to_video(s);
         }
     }
     out.u.fill(CHROMA_NEUTRAL);
@@ -878,21 +864,22 @@ mod tests {
     }
 
     #[test]
-    fn range_tables_map_the_ends_and_the_middle() {
+    fn range_conversion_rounds_exactly() {
+        // Against the rational formulas, rounded half up, for every input.
+        for y in 0..=255u8 {
+            let exact = (2 * (16 * 255 + 219 * u32::from(y)) + 255) / 510;
+            assert_eq!(u32::from(y_to_video(y)), exact, "y {y}");
+        }
+        for sum in 0..=1020u32 {
+            let exact = (2 * (15872 + 224 * sum) + 1020) / 2040;
+            assert_eq!(u32::from(chroma_sum4_to_video(sum)), exact, "sum {sum}");
+        }
         assert_eq!(
-            (Y_TO_VIDEO[0], Y_TO_VIDEO[128], Y_TO_VIDEO[255]),
+            (y_to_video(0), y_to_video(128), y_to_video(255)),
             (16, 126, 235)
         );
-        assert_eq!(
-            (
-                CHROMA_SUM4_TO_VIDEO[0],
-                CHROMA_SUM4_TO_VIDEO[512],
-                CHROMA_SUM4_TO_VIDEO[1020]
-            ),
-            (16, 128, 240)
-        );
-        assert!(Y_TO_VIDEO.windows(2).all(|w| w[0] <= w[1]));
-        assert!(CHROMA_SUM4_TO_VIDEO.windows(2).all(|w| w[0] <= w[1]));
+        let c = chroma_sum4_to_video;
+        assert_eq!((c(0), c(512), c(1020)), (16, 128, 240));
     }
 
     #[test]
