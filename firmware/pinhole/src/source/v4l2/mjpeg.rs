@@ -3,7 +3,8 @@
 //! ```text
 //! JPEG ─► scan_headers ─► (no DHT: insert the ITU-T T.81 K.3 tables before SOS)
 //!      ─► zune-jpeg: interleaved full-range YCbCr at full size (it upsamples the chroma)
-//!      ─► to_i420: luma through a LUT, chroma as 2×2 averages, full range → video range
+//!      ─► ycbcr_to_i420: luma and 2×2 chroma sums, full range → video range
+//!      ─► finish_chroma: zune-jpeg's chroma upsampling blur undone (4:2:0, 4:2:2)
 //! ```
 //!
 //! * Many UVC cameras send each frame without Huffman tables (DHT), relying on the standard
@@ -15,9 +16,12 @@
 //! * A frame with an odd width or height loses its last column or row: I420 (and the H.264
 //!   encoders behind it) need even sizes. Grey (one-component) JPEGs get neutral chroma.
 //! * A broken frame (garbage, torn or truncated buffer, no end-of-image marker, a size beyond
-//!   [`MAX_DIMENSION`]) is an [`MjpegError`] for that frame alone; the [`Decoder`] keeps working
-//!   for the next one. Nothing here panics on any input, and a panic inside the decoder crate
-//!   is caught and reported as an error as well.
+//!   [`MAX_DIMENSION`], entropy data the decoder rejects — zune-jpeg runs in strict mode) is an
+//!   [`MjpegError`] for that frame alone; the [`Decoder`] keeps working for the next one.
+//!   Nothing here panics on any input, and a panic inside the decoder crate is caught and
+//!   reported as an error as well. A frame whose scan lost bytes in the middle but still ends
+//!   in FF D9 can decode to a damaged picture: the JPEG itself cannot tell (the driver flags
+//!   such buffers, V4L2_BUF_FLAG_ERROR, which is the capture loop's to check).
 //!
 //! [`decode`] is the one-call entry point; a capture loop keeps a [`Decoder`] and calls
 //! [`Decoder::decode_into`], which reuses its buffers and the output picture's.
