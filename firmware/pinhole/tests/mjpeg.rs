@@ -3,7 +3,7 @@
 //! video range, like ours).
 //!
 //! Bounds (PSNR over the even-cropped picture): Y ≥ 60 dB (we see 70–76 dB: ±1 rounding of
-//! the range conversion), Cb and Cr ≥ 36 dB (we see 39–49 dB). Chroma differs more: zune-jpeg
+//! the range conversion), Cb and Cr ≥ 36 dB (we see 38–47 dB). Chroma differs more: zune-jpeg
 //! upsamples the JPEG's chroma before we take it back to 4:2:0 (undoing most of that blur, see
 //! `finish_chroma`), while ffmpeg hands 4:2:0 chroma through untouched and resamples 4:2:2 and
 //! 4:4:4 with its own filter. testsrc2's saturated colour edges are the worst case for that.
@@ -194,10 +194,11 @@ fn assert_close(what: &str, db: [f64; 3]) {
 fn ffmpeg_frames_with_and_without_huffman_tables_match_ffmpegs_decode() {
     let dir = workdir();
     let mut decoder = Decoder::new();
+    // Small but for one: board/build-aarch64 --test runs these under qemu-aarch64 too.
     let cases = [
-        (1280, 720, "yuvj420p"),
+        (640, 360, "yuvj420p"),
         (1280, 720, "yuvj422p"),
-        (640, 480, "yuvj444p"),
+        (320, 240, "yuvj444p"),
         (321, 241, "yuvj420p"),
         (333, 188, "yuvj422p"),
     ];
@@ -302,7 +303,7 @@ fn truncated_and_garbled_ffmpeg_frames_fail_alone() {
         state
     };
     let mut errors = 0;
-    for round in 0..300 {
+    for round in 0..150 {
         let mut bytes = bare.clone();
         match round % 3 {
             0 => {
@@ -331,10 +332,10 @@ fn truncated_and_garbled_ffmpeg_frames_fail_alone() {
             assert_eq!(decoder.decode(&bare).expect("next frame"), good);
         }
     }
-    eprintln!("garbled frames: {errors} of 300 were errors, the rest decoded to some picture");
+    eprintln!("garbled frames: {errors} of 150 were errors, the rest decoded to some picture");
     assert!(
-        errors > 100,
-        "only {errors} of 300 garbled frames were errors"
+        errors > 50,
+        "only {errors} of 150 garbled frames were errors"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

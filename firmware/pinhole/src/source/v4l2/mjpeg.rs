@@ -941,18 +941,22 @@ mod tests {
         let mut decoder = Decoder::new();
         let good = flat(48, 32, 0x22);
         let want = decode(&good).unwrap();
-        let check = |bytes: &[u8], decoder: &mut Decoder| {
+        let mut checked = 0;
+        let mut check = |bytes: &[u8], decoder: &mut Decoder| {
             let r = decoder.decode(bytes);
             assert!(
                 !matches!(r, Err(MjpegError::DecoderPanicked { .. })),
                 "{r:?}"
             );
-            // The next good frame is unaffected.
-            assert_eq!(decoder.decode(&good).unwrap(), want);
+            // The next good frame is unaffected (checked after every tenth).
+            checked += 1;
+            if checked % 10 == 0 {
+                assert_eq!(decoder.decode(&good).unwrap(), want);
+            }
             r
         };
         // Pure noise, with and without a JPEG start.
-        for _ in 0..500 {
+        for _ in 0..300 {
             let n = noise.below(3000);
             let mut bytes = noise.bytes(n);
             if noise.below(2) == 0 && bytes.len() >= 2 {
@@ -965,7 +969,7 @@ mod tests {
             check(&good[..cut], &mut decoder).unwrap_err();
         }
         // Good headers of random sizes and samplings, random scan data.
-        for _ in 0..300 {
+        for _ in 0..200 {
             let (w, h) = (1 + noise.below(80) as u16, 1 + noise.below(80) as u16);
             let hv = [0x11, 0x21, 0x22, 0x12][noise.below(4)];
             let n = noise.below(2000);
@@ -974,7 +978,7 @@ mod tests {
             let _ = check(&jpeg(w, h, hv, noise.below(4) == 0, &scan), &mut decoder);
         }
         // Corrupted good frames: overwritten bytes anywhere, headers included.
-        for _ in 0..2000 {
+        for _ in 0..1000 {
             let mut bytes = good.clone();
             for _ in 0..1 + noise.below(4) {
                 let at = noise.below(bytes.len());
