@@ -21,6 +21,7 @@ pub mod device;
 pub mod encoder;
 pub mod frames;
 pub mod hardware;
+pub mod mjpeg;
 pub mod negotiate;
 pub mod probe;
 pub mod software;
