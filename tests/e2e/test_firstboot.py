@@ -251,6 +251,8 @@ def test_an_invalid_value_is_refused_and_the_previous_configuration_stays(card, 
     assert p.returncode == 1, f"{case}: exit {p.returncode}, expected 1 (rejected):\n{p.stderr}"
     reason = card.setup_error()
     assert reason, "no setup-error recorded"
+    # pinhole (another user: systemd's dynamic one) reads it for /api/status.
+    assert (card.data / "pinhole/state/setup-error").stat().st_mode & 0o044 == 0o044
     for w in words:
         assert w in reason, f"{case}: the reason does not name {w!r}: {reason}"
         assert w in p.stderr, f"{case}: stderr (the journal) does not name {w!r}: {p.stderr}"

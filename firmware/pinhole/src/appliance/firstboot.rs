@@ -363,7 +363,7 @@ fn validate_config(to: &Path, text: &[u8], from: &Path) -> Result<(), Rejection>
     if let Some(dir) = staged.parent() {
         make_dirs(dir)?;
     }
-    write_synced(&staged, text, false)?;
+    write_synced(&staged, text, 0o600, false)?;
     let result = <Cli as clap::Parser>::try_parse_from([
         std::ffi::OsStr::new("pinhole"),
         std::ffi::OsStr::new("--config"),
@@ -610,7 +610,13 @@ fn reject(
     // The status first: if the card rewrite below is cut, the reason is already recorded.
     let state = args.to.join(STATE_DIR);
     make_dirs(&state)?;
-    write_atomic(&state.join(SETUP_ERROR), format!("{reason}\n").as_bytes())?;
+    // Readable by pinhole's dynamic user (systemd chowns the state directory only when its top
+    // is not already pinhole's): a reason, never a secret.
+    write_atomic(
+        &state.join(SETUP_ERROR),
+        format!("{reason}\n").as_bytes(),
+        0o644,
+    )?;
     let mut text = format!(
         "# pinhole did not import this file, and kept its previous configuration:\n#   {}\n\
          # Passwords, keys and tokens were removed from it. Fix it, type them again, and save it\n\
@@ -623,7 +629,7 @@ fn reject(
         text.push_str(&toml::to_string(&t).unwrap_or_default());
     }
     let rejected = args.from.with_file_name(REJECTED_NAME);
-    write_atomic(&rejected, text.as_bytes())?;
+    write_atomic(&rejected, text.as_bytes(), 0o600)?;
     remove_file_synced(&args.from)?;
     Ok(Outcome::Rejected(reason))
 }
@@ -706,7 +712,7 @@ fn commit(
         if let Some(dir) = path.parent() {
             make_dirs(dir)?;
         }
-        write_synced(&staged(&path), bytes, true)?;
+        write_synced(&staged(&path), bytes, 0o600, true)?;
     }
     // 2. The commit point: the journal names the files (and the owner's file to remove).
     let mut journal = String::new();
@@ -716,7 +722,7 @@ fn commit(
     if let Some(f) = owner_file {
         let _ = writeln!(journal, "remove {}", f.display());
     }
-    write_atomic(&to.join(JOURNAL), journal.as_bytes())?;
+    write_atomic(&to.join(JOURNAL), journal.as_bytes(), 0o600)?;
     // 3.–5. The renames, the card, the journal.
     finish(to)
 }
@@ -777,17 +783,20 @@ fn make_dirs(dir: &Path) -> Result<(), IoFailure> {
         .map_err(|e| io_err("cannot make the directory", dir, e))
 }
 
-/// Writes `bytes` to `path` (mode 0600), flushed to the disk; with `sync_dir`, its directory too.
-fn write_synced(path: &Path, bytes: &[u8], sync_dir: bool) -> Result<(), IoFailure> {
+/// Writes `bytes` to `path` (a new file gets `mode`), flushed to the disk; with `sync_dir`, its
+/// directory too.
+fn write_synced(path: &Path, bytes: &[u8], mode: u32, sync_dir: bool) -> Result<(), IoFailure> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
         .map_err(|e| io_err("cannot write", path, e))?;
-    f.write_all(bytes)
+    // The mode even under a umask (the unit's UMask=0077) and for a file that was there.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .and_then(|()| f.write_all(bytes))
         .and_then(|()| f.sync_all())
         .map_err(|e| io_err("cannot write", path, e))?;
     if sync_dir {
@@ -797,9 +806,10 @@ fn write_synced(path: &Path, bytes: &[u8], sync_dir: bool) -> Result<(), IoFailu
 }
 
 /// A single file replaced atomically: a temporary beside it, flushed, renamed over it.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoFailure> {
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoFailure> {
     let tmp = staged(path);
-    write_synced(&tmp, bytes, false)?;
+    let _ = fs::remove_file(&tmp); // a leftover would keep its old mode
+    write_synced(&tmp, bytes, mode, false)?;
     fs::rename(&tmp, path).map_err(|e| io_err("cannot put in place", path, e))?;
     sync_parent(path)
 }
