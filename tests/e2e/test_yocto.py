@@ -342,5 +342,5 @@ def test_the_whole_stack_parses_with_bitbake():
         assert "read-only-rootfs" in re.search(r'^IMAGE_FEATURES="(.*)"$', image, re.M).group(1)
         if m.startswith("raspberrypi"):
             assert re.search(r'^WKS_FILE="sdimage-dual-raspberrypi.wks.in"$', image, re.M)
-            assert "rauc" in install
+            assert {"rauc", "pinhole-ota"} <= set(install), install
     print(tail[-1500:])

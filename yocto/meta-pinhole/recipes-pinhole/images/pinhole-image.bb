@@ -32,9 +32,10 @@ WKS_FILE:rpi = "sdimage-dual-raspberrypi.wks.in"
 # nooelint: oelint.vars.specific
 IMAGE_FSTYPES:rpi = "wic.bz2 wic.bmap ext4"
 # The kernel lives in each root slot (an update replaces it with the root file system);
-# rpicam-vid for the Pi cameras; RAUC and the partition growing of meta-rauc-raspberrypi.
+# rpicam-vid for the Pi cameras; RAUC, the partition growing of meta-rauc-raspberrypi, and
+# pinhole-ota's device half (health-gated commit of a new slot, ota/README.md).
 # nooelint: oelint.vars.specific
-IMAGE_INSTALL:append:rpi = " kernel-image kernel-modules libcamera-apps rauc rauc-grow-data-part"
+IMAGE_INSTALL:append:rpi = " kernel-image kernel-modules libcamera-apps pinhole-ota rauc rauc-grow-data-part"
 # A variable of meta-raspberrypi (rpi-bootfiles): no kernel on the FAT partition.
 # nooelint: oelint.vars.specific oelint.vars.mispell.unknown
 RPI_EXTRA_IMAGE_BOOT_FILES:remove:rpi = "${KERNEL_IMAGETYPE}"
