@@ -552,7 +552,8 @@ fn decode_newest<'a>(
     let mut failed = None;
     if let Some(w) = warm.as_mut() {
         let mut annexb = Vec::new();
-        for f in &frames {
+        let last = frames.len().saturating_sub(1);
+        for (i, f) in frames.iter().enumerate() {
             annexb.clear();
             for n in &f.nals {
                 push_annexb(&mut annexb, n);
@@ -560,6 +561,8 @@ fn decode_newest<'a>(
             stats.frames += 1;
             w.seq = Some(f.seq);
             match w.decoder.decode(&annexb) {
+                // Only the newest picture is kept: the others are decoded for their references.
+                Ok(Some(_)) if i < last => {}
                 Ok(Some(yuv)) => {
                     w.picture = Some(Picture {
                         frame: to_i420(&yuv),
