@@ -1,4 +1,5 @@
-//! A stand-in V4L2 encoder driver, and the encoder's tests against it.
+//! A stand-in V4L2 encoder driver, and the encoder's tests against it; [`camera`] is the
+//! stand-in capture driver.
 //!
 //! Why a stand-in: the machines this is built and tested on have no `/dev/video*` and cannot
 //! load a driver (no vivid, no v4l2loopback, and neither has an H.264 encoder anyway), so the
@@ -16,6 +17,8 @@
 
 use std::io;
 use std::time::Duration;
+
+pub mod camera;
 
 use crate::backend::{
     flags, Backend, Caps, Dequeued, DequeuedPlane, Format, Fourcc, PlaneFormat, Queue, Ready,
