@@ -32,7 +32,7 @@ SOURCES (--source URI):
                       Example: 'exec:rpicam-vid -t 0 --inline --codec h264 -o -'
   v4l2:/dev/videoN[?OPTIONS]
                       a V4L2 camera: H.264 from the camera itself (UVC), else raw YUYV/NV12/
-                      YU12 (or YU12 that libv4l decodes from MJPEG) encoded by a V4L2
+                      YU12 (or MJPEG, decoded in pinhole) encoded by a V4L2
                       memory-to-memory hardware encoder (the Pi 4's /dev/video11) when there
                       is one, else by OpenH264. Options: size=WxH (nearest to 1280x720),
                       fps=N (30), bitrate=BITS (2M), gop=FRAMES (one second),

@@ -1,6 +1,6 @@
 //! Raw camera frames through a V4L2 memory-to-memory H.264 encoder — the Pi 4's
 //! `bcm2835-codec-encode` at `/dev/video11`, or any stateful M2M encoder — with the
-//! `v4l2-m2m` crate (the workspace's only `unsafe` code: its ioctls and mmap).
+//! `v4l2` crate (the workspace's only `unsafe` code: its ioctls and mmap).
 //!
 //! Set up with [`super::encoder::streaming_controls`] (refusals logged, the essential ones at
 //! warn); an IDR is requested (`force_key_frame`) for the first frame of every run and after a
@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
+use ::v4l2::{Backend, Config, Encoder, Picture, V4l2Device};
 use media::h264::AccessUnit;
-use v4l2_m2m::{Backend, Config, Encoder, Picture, V4l2Device};
 
 use super::encoder::{self, ControlSetting, EncodeParams};
 use super::frames::H264Buffers;
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn the_crates_idr_control_is_encoder_rs_force_key_frame() {
-        assert_eq!(v4l2_m2m::CID_FORCE_KEY_FRAME, encoder::force_key_frame().id);
+        assert_eq!(::v4l2::CID_FORCE_KEY_FRAME, encoder::force_key_frame().id);
     }
 
     #[test]
@@ -215,11 +215,11 @@ mod tests {
 
     #[test]
     fn stand_in_pi4_frames_become_access_units_and_five_lost_in_a_row_fail_the_run() {
-        // The v4l2-m2m crate's stand-in driver (no /dev/video11 on these machines), answering
+        // The v4l2 crate's stand-in driver (no /dev/video11 on these machines), answering
         // like bcm2835-codec-encode: SPS/PPS in a buffer of their own before the IDR, then
         // P frames, then only corrupt buffers (V4L2_BUF_FLAG_ERROR).
-        use v4l2_m2m::backend::flags;
-        use v4l2_m2m::standin::{out, Out, Reply, StandIn, Ts};
+        use ::v4l2::backend::flags;
+        use ::v4l2::standin::{out, Out, Reply, StandIn, Ts};
         const SPS_PPS: &[u8] = &[
             0, 0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0x8c, 0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80,
         ];

@@ -1,18 +1,20 @@
-//! `v4l2:/dev/videoN[?options]`: a V4L2 camera through the `v4l` crate (and libv4l2).
+//! `v4l2:/dev/videoN[?options]`: a V4L2 camera through the workspace's `v4l2` crate (the
+//! kernel ABI in Rust: no libv4l, no bindgen).
 //!
 //! ```text
 //! camera ─ H.264 (UVC 1.5) ──────────────────────────────────────────► H264Buffers ─┐
-//!        └ YUYV / NV12 / YU12 (or libv4lconvert's YU12 from MJPEG)                  ├─► Frame ─► pipeline
-//!             ─► yuv::convert ─┬─► V4L2 M2M encoder (Pi 4: /dev/video11) ─► H264Buffers ─┤
-//!                              └─► OpenH264 (software) ───────────────────────────────────┘
+//!        ├ YUYV / NV12 / YU12 ─► yuv::convert ─┐                                    ├─► Frame ─► pipeline
+//!        └ MJPEG ─► mjpeg::decode ─────────────┴┬─► V4L2 M2M encoder (Pi 4: /dev/video11) ─┤
+//!                                               └─► OpenH264 (software) ──────────────────┘
 //! ```
 //!
 //! The decisions live in pure modules that are unit-tested with stand-in device descriptions
 //! (these machines have no `/dev/video*` and cannot load vivid or v4l2loopback):
 //! [`negotiate`] (format, size, rate), [`encoder`] (which encoder, which controls), [`frames`]
-//! (buffer checks, access units, timestamps) and [`yuv`] (raw → I420). [`device`] is the thin
-//! part that talks to the kernel; [`hardware`] drives an M2M encoder through the `v4l2-m2m`
-//! crate; [`probe`] is `pinhole probe`.
+//! (buffer checks, access units, timestamps), [`yuv`] (raw → I420) and [`mjpeg`] (JPEG →
+//! I420). [`device`] is the part that talks to the kernel, over the `v4l2` crate's `Backend`
+//! seam (so its capture loop is tested with that crate's stand-in camera); [`hardware`]
+//! drives an M2M encoder through the same crate; [`probe`] is `pinhole probe`.
 //!
 //! Options: `size=WxH` (default: nearest to 1280x720), `fps=N` (30), `bitrate=BITS` (2M;
 //! k/M suffixes), `gop=FRAMES` (one second), `encoder=auto|software|/dev/videoN`.
@@ -157,15 +159,13 @@ pub async fn run(
     let opts = opts.clone();
     let out = Delivery::new(pipeline, status);
     run_blocking("v4l2", out, shutdown, move |stop, out| {
-        device::guard(&opts.path.display().to_string(), || {
-            device::run(&opts, stop, &mut |event| match event {
-                device::Event::Running { .. } => {}
-                device::Event::Frame(frame) => {
-                    if !stop.load(Ordering::Relaxed) {
-                        out.frame(frame);
-                    }
+        device::run(&opts, stop, &mut |event| match event {
+            device::Event::Running { .. } | device::Event::Dropped { .. } => {}
+            device::Event::Frame(frame) => {
+                if !stop.load(Ordering::Relaxed) {
+                    out.frame(frame);
                 }
-            })
+            }
         })
     })
     .await

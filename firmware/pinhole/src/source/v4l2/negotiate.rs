@@ -7,13 +7,10 @@
 //! 1. **H.264 from the camera** (UVC 1.5 webcams, some CSI bridges): no encoding at all.
 //! 2. **Raw YUV the camera makes itself** (YUYV, NV12, YU12): one conversion to I420 at most,
 //!    then the encoder.
-//! 3. **Raw YUV that libv4lconvert makes** (`V4L2_FMT_FLAG_EMULATED`), typically YU12 decoded
-//!    from MJPEG: works, costs a JPEG decode per frame in libv4l. Between 2 and 3 the size
-//!    decides (many webcams give YUYV only up to 640x480 at 30 fps but MJPEG at 720p); at the
-//!    same size the native format wins.
-//!
-//! MJPEG itself is never taken: pinhole has no JPEG decoder of its own, and a device that
-//! offers only MJPEG without an emulated raw format gets a clear error.
+//! 3. **MJPEG** (`MJPG`/`JPEG`), the fast mode of most UVC webcams: each frame is decoded to
+//!    I420 in pinhole ([`super::mjpeg`], pure Rust), then encoded — a JPEG decode per frame of
+//!    CPU. Between 2 and 3 the size decides (many webcams give YUYV only up to 640x480 at
+//!    30 fps but MJPEG at 720p); at the same size the raw format wins.
 //!
 //! An explicitly requested size (`?size=WxH`) is a filter across all classes first: a camera
 //! whose H.264 mode lacks that size but whose YUYV mode has it gets YUYV. With no exact match,
@@ -23,7 +20,7 @@
 use std::fmt;
 
 /// A V4L2 pixel format code, e.g. `H264`, `YUYV`: the encoder crate's type, one for both.
-pub use v4l2_m2m::Fourcc;
+pub use ::v4l2::Fourcc;
 
 /// A time per frame as a fraction of a second (V4L2's `timeperframe`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,8 +171,6 @@ pub struct SizeCaps {
 pub struct FormatCaps {
     pub fourcc: Fourcc,
     pub description: String,
-    /// Made by libv4lconvert, not the device (`V4L2_FMT_FLAG_EMULATED`).
-    pub emulated: bool,
     pub sizes: Vec<SizeCaps>,
 }
 
@@ -214,12 +209,10 @@ impl RawFormat {
 pub enum Delivery {
     /// H.264 Annex-B, one access unit per buffer.
     H264,
-    /// Raw frames to encode.
-    Raw {
-        format: RawFormat,
-        /// libv4lconvert makes them (from MJPEG or another native format).
-        emulated: bool,
-    },
+    /// Raw frames to convert to I420 and encode.
+    Raw { format: RawFormat },
+    /// JPEG pictures to decode to I420 ([`super::mjpeg`]) and encode.
+    Mjpeg,
 }
 
 /// The chosen capture mode.
@@ -252,34 +245,27 @@ pub enum NegotiateError {
     #[error("the device lists no capture formats")]
     NoFormats,
     #[error(
-        "the device offers only MJPEG ({sizes}), and pinhole does not decode JPEG itself; \
-         libv4lconvert offered no YU12 for it either: use a camera mode with H.264, YUYV or NV12"
-    )]
-    MjpegOnly { sizes: String },
-    #[error(
-        "none of the device's formats can be used ({offered}); usable: H264, YUYV, NV12, YU12"
+        "none of the device's formats can be used ({offered}); usable: H264, YUYV, NV12, YU12, MJPG"
     )]
     NoUsableFormat { offered: String },
 }
 
 /// Preference class: lower is better.
 fn class_of(f: &FormatCaps) -> Option<(u8, Delivery)> {
-    if f.fourcc == Fourcc::H264 && !f.emulated {
+    if f.fourcc == Fourcc::H264 {
         return Some((0, Delivery::H264));
     }
+    // Raw and MJPEG compete on size; at the same size raw wins (see the module docs).
+    if f.fourcc == Fourcc::MJPG || f.fourcc == Fourcc::JPEG {
+        return Some((1, Delivery::Mjpeg));
+    }
     let raw = RawFormat::from_fourcc(f.fourcc)?;
-    // Native and emulated raw compete on size; `emulated` breaks ties (see the module docs).
-    Some((
-        1,
-        Delivery::Raw {
-            format: raw,
-            emulated: f.emulated,
-        },
-    ))
+    Some((1, Delivery::Raw { format: raw }))
 }
 
-fn is_emulated(d: Delivery) -> bool {
-    matches!(d, Delivery::Raw { emulated: true, .. })
+/// Costs a JPEG decode per frame.
+fn is_decoded(d: Delivery) -> bool {
+    d == Delivery::Mjpeg
 }
 
 /// Whether a size suits the delivery (raw needs even dimensions for 4:2:0).
@@ -288,7 +274,7 @@ fn size_ok(delivery: Delivery, (w, h): (u32, u32)) -> bool {
         && h >= 16
         && match delivery {
             Delivery::H264 => true,
-            Delivery::Raw { .. } => w % 2 == 0 && h % 2 == 0,
+            Delivery::Raw { .. } | Delivery::Mjpeg => w % 2 == 0 && h % 2 == 0,
         }
 }
 
@@ -320,17 +306,6 @@ pub fn negotiate(formats: &[FormatCaps], want: Want) -> Result<Plan, NegotiateEr
         }
     }
     if candidates.is_empty() {
-        let only_mjpeg = formats
-            .iter()
-            .all(|f| f.fourcc == Fourcc::MJPG || f.fourcc == Fourcc::JPEG);
-        if only_mjpeg {
-            let sizes = formats
-                .iter()
-                .flat_map(|f| f.sizes.iter().map(|s| s.size.to_string()))
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(NegotiateError::MjpegOnly { sizes });
-        }
         let offered = formats
             .iter()
             .map(|f| f.fourcc.to_string())
@@ -368,7 +343,7 @@ pub fn negotiate(formats: &[FormatCaps], want: Want) -> Result<Plan, NegotiateEr
                     (u64::from(b.4 .0) * u64::from(b.4 .1))
                         .cmp(&(u64::from(a.4 .0) * u64::from(a.4 .1)))
                 })
-                .then_with(|| is_emulated(a.1).cmp(&is_emulated(b.1)))
+                .then_with(|| is_decoded(a.1).cmp(&is_decoded(b.1)))
                 .then_with(|| (a.2, a.3).cmp(&(b.2, b.3)))
         })
         .copied();
@@ -388,9 +363,9 @@ pub fn negotiate(formats: &[FormatCaps], want: Want) -> Result<Plan, NegotiateEr
             ));
         }
     }
-    if let Delivery::Raw { emulated: true, .. } = delivery {
+    if delivery == Delivery::Mjpeg {
         notes.push(format!(
-            "{} is converted by libv4lconvert (the device itself offers no H.264 or raw YUV at this size): expect extra CPU",
+            "{} frames are decoded by pinhole (the device offers no H.264 or raw YUV at this size): expect a JPEG decode per frame of CPU",
             format.fourcc
         ));
     }
@@ -457,11 +432,10 @@ mod tests {
         }
     }
 
-    fn format(fourcc: Fourcc, emulated: bool, sizes: Vec<SizeCaps>) -> FormatCaps {
+    fn format(fourcc: Fourcc, sizes: Vec<SizeCaps>) -> FormatCaps {
         FormatCaps {
             fourcc,
             description: fourcc.to_string(),
-            emulated,
             sizes,
         }
     }
@@ -472,7 +446,6 @@ mod tests {
         vec![
             format(
                 Fourcc::YUYV,
-                false,
                 vec![
                     discrete(640, 480, &[30, 15]),
                     discrete(1280, 720, &[10, 5]),
@@ -481,12 +454,10 @@ mod tests {
             ),
             format(
                 Fourcc::MJPG,
-                false,
                 vec![discrete(1280, 720, &[30]), discrete(1920, 1080, &[30])],
             ),
             format(
                 Fourcc::H264,
-                false,
                 vec![
                     discrete(640, 480, &[30]),
                     discrete(1280, 720, &[30, 24, 15]),
@@ -527,8 +498,8 @@ mod tests {
     fn an_explicit_size_only_a_raw_mode_has_beats_the_h264_class() {
         // Stand-in device: H.264 only up to 720p, YUYV up to 1080p.
         let formats = vec![
-            format(Fourcc::H264, false, vec![discrete(1280, 720, &[30])]),
-            format(Fourcc::YUYV, false, vec![discrete(1920, 1080, &[5])]),
+            format(Fourcc::H264, vec![discrete(1280, 720, &[30])]),
+            format(Fourcc::YUYV, vec![discrete(1920, 1080, &[5])]),
         ];
         let plan = negotiate(
             &formats,
@@ -561,40 +532,37 @@ mod tests {
     }
 
     #[test]
-    fn raw_only_cameras_get_a_raw_plan_preferring_native_over_emulated() {
-        // Stand-in for a cheap UVC camera through libv4l: native YUYV plus libv4lconvert's
-        // emulated YU12 and RGB.
+    fn raw_beats_mjpeg_at_the_same_size_and_unusable_formats_are_ignored() {
+        // Stand-in for a cheap UVC camera: YUYV and MJPEG at 720p, and RGB nobody uses.
         let formats = vec![
-            format(Fourcc::YUYV, false, vec![discrete(1280, 720, &[30])]),
-            format(Fourcc::YU12, true, vec![discrete(1280, 720, &[30])]),
-            format(Fourcc(*b"RGB3"), true, vec![discrete(1280, 720, &[30])]),
+            format(Fourcc::MJPG, vec![discrete(1280, 720, &[30])]),
+            format(Fourcc::YUYV, vec![discrete(1280, 720, &[30])]),
+            format(Fourcc(*b"RGB3"), vec![discrete(1280, 720, &[30])]),
         ];
         let plan = negotiate(&formats, Want::default()).unwrap();
         assert_eq!(
             plan.delivery,
             Delivery::Raw {
-                format: RawFormat::Yuyv,
-                emulated: false
+                format: RawFormat::Yuyv
             }
         );
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
     }
 
     #[test]
-    fn libv4lconvert_yu12_at_720p_beats_native_yuyv_at_vga_only() {
-        // Stand-in for a typical cheap webcam through libv4l2: YUYV up to 640x480, MJPEG (and
-        // so emulated YU12) at 720p.
+    fn mjpeg_at_720p_beats_native_yuyv_at_vga_only() {
+        // Stand-in for a typical cheap webcam: YUYV up to 640x480, MJPEG at 720p and VGA.
         let formats = vec![
-            format(Fourcc::MJPG, false, vec![discrete(1280, 720, &[30])]),
-            format(Fourcc::YUYV, false, vec![discrete(640, 480, &[30])]),
             format(
-                Fourcc::YU12,
-                true,
+                Fourcc::MJPG,
                 vec![discrete(1280, 720, &[30]), discrete(640, 480, &[30])],
             ),
+            format(Fourcc::YUYV, vec![discrete(640, 480, &[30])]),
         ];
         let plan = negotiate(&formats, Want::default()).unwrap();
-        assert_eq!((plan.fourcc, plan.width), (Fourcc::YU12, 1280));
-        // Asked for VGA, the native YUYV wins the tie.
+        assert_eq!((plan.fourcc, plan.width), (Fourcc::MJPG, 1280));
+        assert_eq!(plan.delivery, Delivery::Mjpeg);
+        // Asked for VGA, the raw YUYV wins the tie.
         let plan = negotiate(
             &formats,
             Want {
@@ -607,50 +575,34 @@ mod tests {
     }
 
     #[test]
-    fn an_mjpeg_only_camera_uses_libv4lconvert_yu12_and_says_it_costs_cpu() {
-        // Stand-in for an MJPEG-only USB camera opened through libv4l2, which adds emulated
-        // YU12 decoded from the JPEG frames.
-        let formats = vec![
-            format(Fourcc::MJPG, false, vec![discrete(1280, 720, &[30])]),
-            format(Fourcc::YU12, true, vec![discrete(1280, 720, &[30])]),
-        ];
+    fn an_mjpeg_only_camera_is_decoded_by_pinhole_and_says_it_costs_cpu() {
+        // Stand-in for an MJPEG-only USB camera (no libv4lconvert any more: pinhole decodes).
+        let formats = vec![format(
+            Fourcc::MJPG,
+            vec![discrete(1920, 1080, &[30]), discrete(1280, 720, &[30])],
+        )];
         let plan = negotiate(&formats, Want::default()).unwrap();
-        assert_eq!(
-            plan.delivery,
-            Delivery::Raw {
-                format: RawFormat::Yu12,
-                emulated: true
-            }
-        );
+        assert_eq!(plan.delivery, Delivery::Mjpeg);
+        assert_eq!((plan.width, plan.height), (1280, 720));
         assert!(
-            plan.notes.iter().any(|n| n.contains("libv4lconvert")),
+            plan.notes
+                .iter()
+                .any(|n| n.contains("JPEG decode per frame")),
             "{:?}",
             plan.notes
         );
-    }
-
-    #[test]
-    fn mjpeg_without_an_emulated_raw_format_is_a_clear_error() {
-        // Stand-in for an MJPEG-only camera where libv4lconvert cannot help.
-        let formats = vec![format(
-            Fourcc::MJPG,
-            false,
-            vec![discrete(1920, 1080, &[30])],
-        )];
-        let err = negotiate(&formats, Want::default()).unwrap_err();
-        assert!(matches!(err, NegotiateError::MjpegOnly { .. }));
-        let msg = err.to_string();
-        assert!(msg.contains("MJPEG") && msg.contains("1920x1080"), "{msg}");
+        // The older JPEG code is the same thing.
+        let formats = vec![format(Fourcc::JPEG, vec![discrete(640, 480, &[30])])];
+        assert_eq!(
+            negotiate(&formats, Want::default()).unwrap().delivery,
+            Delivery::Mjpeg
+        );
     }
 
     #[test]
     fn unusable_formats_are_listed_in_the_error() {
         // Stand-in for a raw Bayer sensor (a CSI camera without an ISP in the path).
-        let formats = vec![format(
-            Fourcc(*b"pRAA"),
-            false,
-            vec![discrete(1640, 1232, &[30])],
-        )];
+        let formats = vec![format(Fourcc(*b"pRAA"), vec![discrete(1640, 1232, &[30])])];
         let msg = negotiate(&formats, Want::default())
             .unwrap_err()
             .to_string();
@@ -667,7 +619,6 @@ mod tests {
         let formats = vec![FormatCaps {
             fourcc: Fourcc::NV12,
             description: "NV12".into(),
-            emulated: false,
             sizes: vec![SizeCaps {
                 size: SizeRange::Stepwise {
                     min_width: 32,
@@ -698,20 +649,16 @@ mod tests {
     #[test]
     fn odd_raw_sizes_are_skipped_but_odd_h264_sizes_are_fine() {
         // Stand-in: a device offering only an odd-sized YUYV mode.
-        let formats = vec![format(Fourcc::YUYV, false, vec![discrete(641, 481, &[30])])];
+        let formats = vec![format(Fourcc::YUYV, vec![discrete(641, 481, &[30])])];
         assert!(negotiate(&formats, Want::default()).is_err());
-        let formats = vec![format(Fourcc::H264, false, vec![discrete(641, 481, &[30])])];
+        let formats = vec![format(Fourcc::H264, vec![discrete(641, 481, &[30])])];
         assert!(negotiate(&formats, Want::default()).is_ok());
     }
 
     #[test]
     fn the_nearest_rate_is_taken_and_a_missed_explicit_rate_is_noted() {
         // Stand-in: the C920-like YUYV mode at 720p offers only 10 and 5 fps.
-        let formats = vec![format(
-            Fourcc::YUYV,
-            false,
-            vec![discrete(1280, 720, &[10, 5])],
-        )];
+        let formats = vec![format(Fourcc::YUYV, vec![discrete(1280, 720, &[10, 5])])];
         let plan = negotiate(
             &formats,
             Want {
@@ -727,7 +674,7 @@ mod tests {
             plan.notes
         );
         // No intervals listed: the driver's default.
-        let formats = vec![format(Fourcc::YUYV, false, vec![discrete(1280, 720, &[])])];
+        let formats = vec![format(Fourcc::YUYV, vec![discrete(1280, 720, &[])])];
         assert_eq!(negotiate(&formats, Want::default()).unwrap().interval, None);
     }
 

@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use ::v4l2::Backend;
+
 use super::device;
 use super::encoder::{self, CodecDevice, EncoderChoice};
 use super::negotiate::{self, FormatCaps, Fourcc, IntervalRange, Want};
@@ -78,23 +80,23 @@ pub fn gather() -> Vec<Node> {
     device::video_nodes()
         .into_iter()
         .map(|path| {
-            let info = device::guard(&path.display().to_string(), || {
-                let dev = device::open(&path)?;
-                let caps = device::query_caps(&dev)?;
-                let capture = device::capture_formats(&dev).unwrap_or_default();
-                let output = device::output_formats(&dev);
-                Ok(NodeInfo {
-                    driver: caps.driver,
-                    card: caps.card,
-                    bus: caps.bus,
-                    caps: caps.caps,
-                    capture,
-                    output,
-                })
-            });
+            let info = device::open(&path).map(|mut dev| describe(&mut dev));
             Node { path, info }
         })
         .collect()
+}
+
+/// What one opened node says about itself (a real node, or a stand-in in the tests).
+pub fn describe<B: Backend>(dev: &mut B) -> NodeInfo {
+    let caps = dev.caps().clone();
+    NodeInfo {
+        capture: device::capture_formats(dev).unwrap_or_default(),
+        output: device::output_formats(dev),
+        driver: caps.driver,
+        card: caps.card,
+        bus: caps.bus,
+        caps: caps.caps,
+    }
 }
 
 fn rates(intervals: &[IntervalRange]) -> String {
@@ -161,12 +163,7 @@ pub fn render(nodes: &[Node]) -> String {
             continue;
         }
         for f in &info.capture {
-            let emulated = if f.emulated {
-                ", made by libv4lconvert"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "  {} ({}{emulated})", f.fourcc, f.description);
+            let _ = writeln!(out, "  {} ({})", f.fourcc, f.description);
             for s in &f.sizes {
                 let _ = writeln!(out, "    {}: {}", s.size, rates(&s.intervals));
             }
@@ -177,6 +174,9 @@ pub fn render(nodes: &[Node]) -> String {
                     let how = match plan.delivery {
                         negotiate::Delivery::H264 => "H.264 from the camera, no encoding",
                         negotiate::Delivery::Raw { .. } => "raw, encoded by the encoder below",
+                        negotiate::Delivery::Mjpeg => {
+                            "JPEG decoded by pinhole, encoded by the encoder below"
+                        }
                     };
                     let rate = plan
                         .interval
@@ -232,11 +232,10 @@ mod tests {
     use super::*;
     use crate::source::v4l2::negotiate::{Interval, SizeCaps, SizeRange};
 
-    fn fmt(fourcc: Fourcc, emulated: bool, w: u32, h: u32, fps: u32) -> FormatCaps {
+    fn fmt(fourcc: Fourcc, w: u32, h: u32, fps: u32) -> FormatCaps {
         FormatCaps {
             fourcc,
             description: fourcc.to_string(),
-            emulated,
             sizes: vec![SizeCaps {
                 size: SizeRange::Discrete {
                     width: w,
@@ -270,9 +269,8 @@ mod tests {
                     bus: "usb-0000:01:00.0-1.3".into(),
                     caps: 0x0420_0001,
                     capture: vec![
-                        fmt(Fourcc::MJPG, false, 1280, 720, 30),
-                        fmt(Fourcc::YUYV, false, 640, 480, 30),
-                        fmt(Fourcc::YU12, true, 1280, 720, 30),
+                        fmt(Fourcc::MJPG, 1280, 720, 30),
+                        fmt(Fourcc::YUYV, 640, 480, 30),
                     ],
                     output: vec![],
                 }),
@@ -299,7 +297,7 @@ mod tests {
                     card: "bcm2835-codec-encode".into(),
                     bus: "platform:bcm2835-codec".into(),
                     caps: 0x0420_4000,
-                    capture: vec![fmt(Fourcc::H264, false, 1920, 1080, 30)],
+                    capture: vec![fmt(Fourcc::H264, 1920, 1080, 30)],
                     output: vec![Fourcc::YU12, Fourcc::NV12],
                 }),
             },
@@ -313,13 +311,10 @@ mod tests {
             text.contains("capabilities: video-capture, streaming"),
             "{text}"
         );
-        assert!(
-            text.contains("YU12 (YU12, made by libv4lconvert)"),
-            "{text}"
-        );
+        assert!(text.contains("MJPG (MJPG)"), "{text}");
         assert!(text.contains("1280x720: 30 fps"), "{text}");
         assert!(
-            text.contains("pinhole would use: YU12 1280x720 at 30 fps (raw, encoded by the encoder below) with --source v4l2:/dev/video0"),
+            text.contains("pinhole would use: MJPG 1280x720 at 30 fps (JPEG decoded by pinhole, encoded by the encoder below) with --source v4l2:/dev/video0"),
             "{text}"
         );
         assert!(
@@ -340,6 +335,45 @@ mod tests {
         );
         assert!(
             text.contains("2. software: OpenH264, in-process\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_node_is_described_through_the_v4l2_crate() {
+        // The v4l2 crate's stand-in camera answers ENUM_FMT, ENUM_FRAMESIZES and
+        // ENUM_FRAMEINTERVALS as a UVC webcam would (no /dev/video* here).
+        use ::v4l2::standin::camera::{CamFormat, Camera, Shot};
+        let mut cam = Camera::uvc(
+            vec![
+                CamFormat::discrete(Fourcc::MJPG, &[(1280, 720), (640, 480)], &[30, 15]),
+                CamFormat::discrete(Fourcc::YUYV, &[(640, 480)], &[30]),
+            ],
+            Box::new(|_| Shot::Nothing),
+        );
+        let info = describe(&mut cam);
+        assert_eq!(info.card, "Stand-in UVC Camera");
+        assert_eq!(info.capture.len(), 2);
+        assert_eq!(info.capture[0].description, "Motion-JPEG");
+        assert_eq!(info.capture[0].sizes.len(), 2);
+        assert_eq!(
+            info.capture[0].sizes[0].intervals,
+            vec![
+                IntervalRange::Discrete(Interval::from_fps(30)),
+                IntervalRange::Discrete(Interval::from_fps(15))
+            ]
+        );
+        assert!(info.output.is_empty(), "a camera has no OUTPUT queue");
+        let text = render(&[Node {
+            path: "/dev/video0".into(),
+            info: Ok(info),
+        }]);
+        assert!(
+            text.contains("YUYV (YUYV 4:2:2)\n    640x480: 30 fps"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pinhole would use: MJPG 1280x720 at 30 fps (JPEG decoded by pinhole"),
             "{text}"
         );
     }

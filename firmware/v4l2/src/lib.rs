@@ -1,6 +1,12 @@
-//! A V4L2 memory-to-memory H.264 encoder driven one frame at a time: the Raspberry Pi 4's
-//! `bcm2835-codec-encode` (`/dev/video11`, multi-planar) and other stateful encoders
-//! (single- or multi-planar), with MMAP buffers.
+//! pinhole's one V4L2 crate: the kernel ABI written out in Rust (no bindgen, no libclang, no
+//! libv4l at build or run time) for capture devices (cameras, single- and multi-planar, MMAP
+//! buffers) and for a memory-to-memory H.264 encoder driven one frame at a time: the
+//! Raspberry Pi 4's `bcm2835-codec-encode` (`/dev/video11`, multi-planar) and other stateful
+//! encoders (single- or multi-planar).
+//!
+//! Capture is the [`Backend`] itself (pinhole's `source/v4l2/device.rs` drives it:
+//! `QUERYCAP`, `ENUM_FMT/FRAMESIZES/FRAMEINTERVALS`, `S_FMT`, `S_PARM`, controls, `REQBUFS`
+//! + `QUERYBUF` + `mmap`, `QBUF`/`DQBUF`, `STREAMON/OFF`, `poll`); the encoder is below.
 //!
 //! ```text
 //! I420 picture ─► OUTPUT buffer (YU12/NV12/YM12/NM12, driver's bytesperline) ─► QBUF(ts)
@@ -11,8 +17,9 @@
 //! Layers:
 //! - `sys` (private): the `#[repr(C)]` kernel structs, ioctls and `mmap` — the only code
 //!   allowed `unsafe` (the crate denies it everywhere else).
-//! - [`Backend`]: one method per ioctl in plain types, the seam the tests replace.
-//! - [`V4l2Device`]: the `Backend` over a real node.
+//! - [`Backend`]: one method per ioctl in plain types, the seam the tests replace (with
+//!   [`standin`]'s encoder and camera).
+//! - [`V4l2Device`]: the `Backend` over a real node, camera or encoder.
 //! - [`Encoder`]: setup order, buffer ownership, timestamp matching and errors, over any
 //!   `Backend` ([`layout`] does the plane arithmetic).
 //!
@@ -32,7 +39,8 @@ mod sys;
 pub mod standin;
 
 pub use backend::{
-    Backend, Caps, Dequeued, DequeuedPlane, Format, Fourcc, PlaneFormat, Queue, Ready,
+    Backend, Caps, ControlInfo, Dequeued, DequeuedPlane, Format, FormatDesc, Fourcc, Fraction,
+    FrameInterval, FrameSize, PlaneFormat, Queue, Ready,
 };
 pub use device::V4l2Device;
 pub use encoder::{

@@ -1,5 +1,5 @@
-//! The kernel ABI: the few `linux/videodev2.h` structs this crate passes to ioctls, the ioctls
-//! themselves, and `mmap`. The only module with `unsafe` code (see `lib.rs`).
+//! The kernel ABI: the `linux/videodev2.h` structs this crate passes to ioctls (capture and
+//! memory-to-memory), the ioctls themselves, `mmap` and `poll`. The only module with `unsafe` code (see `lib.rs`).
 //!
 //! The structs are written out by hand (no bindgen at build time, nothing for the aarch64
 //! cross build to find) and checked against the kernel headers: the sizes at compile time on
@@ -218,6 +218,54 @@ pub struct v4l2_streamparm {
     pub parm: [u8; 200],
 }
 
+/// `struct v4l2_frmsizeenum`: the union (`discrete` 8 bytes, `stepwise` 24) as six u32s.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct v4l2_frmsizeenum {
+    pub index: u32,
+    pub pixel_format: u32,
+    pub type_: u32,
+    /// `discrete { width, height }` in `[0..2]`, or `stepwise { min_width, max_width,
+    /// step_width, min_height, max_height, step_height }`.
+    pub size: [u32; 6],
+    pub reserved: [u32; 2],
+}
+
+pub const V4L2_FRMSIZE_TYPE_DISCRETE: u32 = 1;
+pub const V4L2_FRMSIZE_TYPE_CONTINUOUS: u32 = 2;
+pub const V4L2_FRMSIZE_TYPE_STEPWISE: u32 = 3;
+
+/// `struct v4l2_frmivalenum`: the union (`discrete` fraction, or `stepwise { min, max, step }`
+/// fractions) as six u32s (numerator, denominator pairs).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct v4l2_frmivalenum {
+    pub index: u32,
+    pub pixel_format: u32,
+    pub width: u32,
+    pub height: u32,
+    pub type_: u32,
+    pub interval: [u32; 6],
+    pub reserved: [u32; 2],
+}
+
+pub const V4L2_FRMIVAL_TYPE_DISCRETE: u32 = 1;
+
+/// `struct v4l2_queryctrl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct v4l2_queryctrl {
+    pub id: u32,
+    pub type_: u32,
+    pub name: [u8; 32],
+    pub minimum: i32,
+    pub maximum: i32,
+    pub step: i32,
+    pub default_value: i32,
+    pub flags: u32,
+    pub reserved: [u32; 2],
+}
+
 // Sizes from linux/videodev2.h on LP64 (x86_64 and aarch64 measured identical). A 32-bit
 // build is not checked here (pinhole ships for aarch64); the layouts use the C types, so the
 // classic 32-bit ABI would come out right too, but that is not verified.
@@ -236,6 +284,9 @@ const _: () = {
     assert!(std::mem::offset_of!(v4l2_plane, data_offset) == 16);
     assert!(size_of::<v4l2_control>() == 8);
     assert!(size_of::<v4l2_streamparm>() == 204);
+    assert!(size_of::<v4l2_frmsizeenum>() == 44);
+    assert!(size_of::<v4l2_frmivalenum>() == 52);
+    assert!(size_of::<v4l2_queryctrl>() == 68);
 };
 
 mod ioctls {
@@ -250,8 +301,13 @@ mod ioctls {
     nix::ioctl_readwrite!(dqbuf, b'V', 17, v4l2_buffer);
     nix::ioctl_write_ptr!(streamon, b'V', 18, c_int);
     nix::ioctl_write_ptr!(streamoff, b'V', 19, c_int);
+    nix::ioctl_readwrite!(g_parm, b'V', 21, v4l2_streamparm);
     nix::ioctl_readwrite!(s_parm, b'V', 22, v4l2_streamparm);
+    nix::ioctl_readwrite!(g_ctrl, b'V', 27, v4l2_control);
     nix::ioctl_readwrite!(s_ctrl, b'V', 28, v4l2_control);
+    nix::ioctl_readwrite!(queryctrl, b'V', 36, v4l2_queryctrl);
+    nix::ioctl_readwrite!(enum_framesizes, b'V', 74, v4l2_frmsizeenum);
+    nix::ioctl_readwrite!(enum_frameintervals, b'V', 75, v4l2_frmivalenum);
 }
 
 /// Retries on EINTR and turns nix's errno into `io::Error`.
@@ -380,11 +436,17 @@ pub fn stream(fd: BorrowedFd<'_>, type_: BufType, on: bool) -> io::Result<()> {
     })
 }
 
-/// `VIDIOC_S_PARM`; `p.type_` must be a video buffer type.
-pub fn s_parm(fd: BorrowedFd<'_>, p: &mut v4l2_streamparm) -> io::Result<()> {
+/// `VIDIOC_G_PARM` / `VIDIOC_S_PARM` (`set`); `p.type_` must be a video buffer type.
+pub fn parm(fd: BorrowedFd<'_>, p: &mut v4l2_streamparm, set: bool) -> io::Result<()> {
     video_type(p.type_)?;
     // SAFETY: valid fd; `p` is exclusively borrowed, kernel-sized and holds no pointers.
-    retry(|| unsafe { ioctls::s_parm(fd.as_raw_fd(), p) })
+    retry(|| unsafe {
+        if set {
+            ioctls::s_parm(fd.as_raw_fd(), p)
+        } else {
+            ioctls::g_parm(fd.as_raw_fd(), p)
+        }
+    })
 }
 
 /// `VIDIOC_S_CTRL`.
@@ -392,6 +454,37 @@ pub fn s_ctrl(fd: BorrowedFd<'_>, id: u32, value: i32) -> io::Result<()> {
     let mut c = v4l2_control { id, value };
     // SAFETY: valid fd; `c` is a local, kernel-sized struct without pointers.
     retry(|| unsafe { ioctls::s_ctrl(fd.as_raw_fd(), &mut c) })
+}
+
+/// `VIDIOC_G_CTRL`: the control's current value.
+pub fn g_ctrl(fd: BorrowedFd<'_>, id: u32) -> io::Result<i32> {
+    let mut c = v4l2_control { id, value: 0 };
+    // SAFETY: valid fd; `c` is a local, kernel-sized struct without pointers.
+    retry(|| unsafe { ioctls::g_ctrl(fd.as_raw_fd(), &mut c) })?;
+    Ok(c.value)
+}
+
+/// `VIDIOC_QUERYCTRL` for `id` (which may carry `V4L2_CTRL_FLAG_NEXT_CTRL`).
+pub fn queryctrl(fd: BorrowedFd<'_>, id: u32) -> io::Result<v4l2_queryctrl> {
+    let mut q = v4l2_queryctrl {
+        id,
+        ..Default::default()
+    };
+    // SAFETY: valid fd; `q` is a local, kernel-sized struct without pointers.
+    retry(|| unsafe { ioctls::queryctrl(fd.as_raw_fd(), &mut q) })?;
+    Ok(q)
+}
+
+/// `VIDIOC_ENUM_FRAMESIZES`: `e.index` and `e.pixel_format` are the question.
+pub fn enum_framesizes(fd: BorrowedFd<'_>, e: &mut v4l2_frmsizeenum) -> io::Result<()> {
+    // SAFETY: valid fd; `e` is exclusively borrowed, kernel-sized and holds no pointers.
+    retry(|| unsafe { ioctls::enum_framesizes(fd.as_raw_fd(), e) })
+}
+
+/// `VIDIOC_ENUM_FRAMEINTERVALS`: `index`, `pixel_format`, `width`, `height` are the question.
+pub fn enum_frameintervals(fd: BorrowedFd<'_>, e: &mut v4l2_frmivalenum) -> io::Result<()> {
+    // SAFETY: valid fd; `e` is exclusively borrowed, kernel-sized and holds no pointers.
+    retry(|| unsafe { ioctls::enum_frameintervals(fd.as_raw_fd(), e) })
 }
 
 /// One `mmap`ed buffer plane, unmapped on drop.
@@ -489,8 +582,13 @@ mod tests {
             nix::request_code_write!(b'V', 19, size_of::<c_int>()) as u64,
             0x4004_5613
         );
+        assert_eq!(rw(21, size_of::<v4l2_streamparm>()), 0xc0cc_5615);
         assert_eq!(rw(22, size_of::<v4l2_streamparm>()), 0xc0cc_5616);
+        assert_eq!(rw(27, size_of::<v4l2_control>()), 0xc008_561b);
         assert_eq!(rw(28, size_of::<v4l2_control>()), 0xc008_561c);
+        assert_eq!(rw(36, size_of::<v4l2_queryctrl>()), 0xc044_5624);
+        assert_eq!(rw(74, size_of::<v4l2_frmsizeenum>()), 0xc02c_564a);
+        assert_eq!(rw(75, size_of::<v4l2_frmivalenum>()), 0xc034_564b);
     }
 
     #[test]
@@ -509,6 +607,21 @@ mod tests {
         assert_eq!(offset_of!(v4l2_requestbuffers, capabilities), 12);
         assert_eq!(offset_of!(v4l2_requestbuffers, flags), 16);
         assert_eq!(offset_of!(v4l2_capability, device_caps), 88);
+        // Capture's enumeration and control structs (gcc, linux/videodev2.h, x86_64; only
+        // 32-bit fields, so the same on aarch64).
+        assert_eq!(size_of::<v4l2_frmsizeenum>(), 44);
+        assert_eq!(offset_of!(v4l2_frmsizeenum, type_), 8);
+        assert_eq!(offset_of!(v4l2_frmsizeenum, size), 12);
+        assert_eq!(offset_of!(v4l2_frmsizeenum, reserved), 36);
+        assert_eq!(size_of::<v4l2_frmivalenum>(), 52);
+        assert_eq!(offset_of!(v4l2_frmivalenum, type_), 16);
+        assert_eq!(offset_of!(v4l2_frmivalenum, interval), 20);
+        assert_eq!(offset_of!(v4l2_frmivalenum, reserved), 44);
+        assert_eq!(size_of::<v4l2_queryctrl>(), 68);
+        assert_eq!(offset_of!(v4l2_queryctrl, name), 8);
+        assert_eq!(offset_of!(v4l2_queryctrl, minimum), 40);
+        assert_eq!(offset_of!(v4l2_queryctrl, default_value), 52);
+        assert_eq!(offset_of!(v4l2_queryctrl, flags), 56);
         // The union's `offset` is its first four bytes whatever the endianness.
         let mut b = v4l2_buffer::new(BufType::VideoOutput, 0);
         let mut bytes = [0u8; size_of::<c_ulong>()];

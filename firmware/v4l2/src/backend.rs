@@ -1,6 +1,6 @@
-//! The seam: what the encoder needs from a V4L2 node, one method per ioctl (or per ioctl and
-//! mmap), in plain types. [`crate::V4l2Device`] implements it with real ioctls; the tests
-//! implement it with a stand-in driver.
+//! The seam: what the encoder and a capture loop need from a V4L2 node, one method per ioctl
+//! (or per ioctl and mmap), in plain types. [`crate::V4l2Device`] implements it with real
+//! ioctls; the tests implement it with stand-in drivers (an encoder and a camera).
 
 use std::fmt;
 use std::io;
@@ -22,7 +22,7 @@ impl Fourcc {
     pub const NM12: Fourcc = Fourcc(*b"NM12");
     /// Packed 4:2:2, what most UVC cameras deliver raw.
     pub const YUYV: Fourcc = Fourcc(*b"YUYV");
-    /// Motion JPEG (and its older name), decoded to YU12 by libv4lconvert.
+    /// Motion JPEG (and its older name): a JPEG picture per buffer, most UVC webcams' fast mode.
     pub const MJPG: Fourcc = Fourcc(*b"MJPG");
     pub const JPEG: Fourcc = Fourcc(*b"JPEG");
 
@@ -56,7 +56,7 @@ impl fmt::Debug for Fourcc {
 }
 
 /// The two queues of a memory-to-memory device, named as V4L2 does: frames go *out* to the
-/// device on OUTPUT, and H.264 is *captured* from it on CAPTURE.
+/// device on OUTPUT, and H.264 is *captured* from it on CAPTURE. A camera has CAPTURE only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {
     Output,
@@ -72,6 +72,8 @@ impl fmt::Display for Queue {
     }
 }
 
+pub const CAP_VIDEO_CAPTURE: u32 = 0x0000_0001;
+pub const CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
 pub const CAP_VIDEO_M2M_MPLANE: u32 = 0x0000_4000;
 pub const CAP_VIDEO_M2M: u32 = 0x0000_8000;
 pub const CAP_STREAMING: u32 = 0x0400_0000;
@@ -93,9 +95,19 @@ impl Caps {
         self.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE) != 0
     }
 
-    /// The multi-planar API (bcm2835-codec, most SoC codecs); single-planar otherwise.
+    /// A camera-like node: it captures video (single- or multi-planar) and is no M2M device.
+    pub fn is_capture(&self) -> bool {
+        self.caps & (CAP_VIDEO_CAPTURE | CAP_VIDEO_CAPTURE_MPLANE) != 0 && !self.is_m2m()
+    }
+
+    /// The multi-planar API: M2M nodes that say so (bcm2835-codec, most SoC codecs), and
+    /// capture nodes that offer only it (SoC camera pipelines; a node offering both is driven
+    /// single-planar, as UVC webcams are). Single-planar otherwise.
     pub fn is_mplane(&self) -> bool {
-        self.caps & CAP_VIDEO_M2M_MPLANE != 0
+        if self.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE) != 0 {
+            return self.caps & CAP_VIDEO_M2M_MPLANE != 0;
+        }
+        self.caps & CAP_VIDEO_CAPTURE == 0 && self.caps & CAP_VIDEO_CAPTURE_MPLANE != 0
     }
 
     pub fn can_stream(&self) -> bool {
@@ -156,17 +168,87 @@ pub struct Ready {
     pub error: bool,
 }
 
-/// `V4L2_BUF_FLAG_*` the encoder looks at.
+/// `V4L2_FMT_FLAG_COMPRESSED` (`VIDIOC_ENUM_FMT`): MJPEG, H.264 and the like.
+pub const FMT_FLAG_COMPRESSED: u32 = 0x0000_0001;
+/// `V4L2_FMT_FLAG_EMULATED`: made by libv4lconvert, never by the kernel (nothing here uses
+/// libv4l, so a real node never sets it).
+pub const FMT_FLAG_EMULATED: u32 = 0x0000_0002;
+
+/// One entry of `VIDIOC_ENUM_FMT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatDesc {
+    pub fourcc: Fourcc,
+    pub description: String,
+    pub flags: u32,
+}
+
+/// A `struct v4l2_fract`: `num`/`den` seconds (a frame interval).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fraction {
+    pub num: u32,
+    pub den: u32,
+}
+
+/// One entry of `VIDIOC_ENUM_FRAMESIZES`. A continuous range is a stepwise one with step 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameSize {
+    Discrete {
+        width: u32,
+        height: u32,
+    },
+    Stepwise {
+        min_width: u32,
+        max_width: u32,
+        step_width: u32,
+        min_height: u32,
+        max_height: u32,
+        step_height: u32,
+    },
+}
+
+/// One entry of `VIDIOC_ENUM_FRAMEINTERVALS`: a fixed interval, or any from `min` (fastest)
+/// to `max` (slowest) (continuous and stepwise alike; the step is not kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameInterval {
+    Discrete(Fraction),
+    Stepwise { min: Fraction, max: Fraction },
+}
+
+/// `VIDIOC_QUERYCTRL`, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlInfo {
+    pub id: u32,
+    /// `enum v4l2_ctrl_type` (1 integer, 2 boolean, 3 menu, 4 button, …).
+    pub kind: u32,
+    pub name: String,
+    pub minimum: i32,
+    pub maximum: i32,
+    pub step: i32,
+    pub default: i32,
+    /// `V4L2_CTRL_FLAG_*` (0x0001 disabled, 0x0004 read-only, 0x0010 inactive, …).
+    pub flags: u32,
+}
+
+/// `V4L2_BUF_FLAG_*` the encoder and the capture loop look at.
 pub mod flags {
     pub const KEYFRAME: u32 = 0x0000_0008;
     pub const ERROR: u32 = 0x0000_0040;
     pub const TIMESTAMP_MASK: u32 = 0x0000_e000;
+    pub const TIMESTAMP_UNKNOWN: u32 = 0x0000_0000;
+    pub const TIMESTAMP_MONOTONIC: u32 = 0x0000_2000;
     pub const TIMESTAMP_COPY: u32 = 0x0000_4000;
     pub const LAST: u32 = 0x0010_0000;
 }
 
-/// A V4L2 memory-to-memory node, one call per ioctl. Errors are the driver's `errno`
-/// (`io::Error::raw_os_error`); the encoder turns them into messages.
+fn enotty() -> io::Error {
+    io::Error::from_raw_os_error(nix::libc::ENOTTY)
+}
+
+/// A V4L2 node, one call per ioctl. Errors are the driver's `errno`
+/// (`io::Error::raw_os_error`); the encoder and the capture loop turn them into messages.
+///
+/// The capture-side enumeration and parameter calls have defaults that answer `ENOTTY`, what
+/// the kernel says for an ioctl the driver lacks (the encoder never makes them).
 pub trait Backend {
     /// `VIDIOC_QUERYCAP` (done when the node was opened).
     fn caps(&self) -> &Caps;
@@ -200,6 +282,54 @@ pub trait Backend {
     fn wait(&mut self, timeout: Duration) -> io::Result<Ready>;
     /// `VIDIOC_STREAMON` / `VIDIOC_STREAMOFF`.
     fn stream(&mut self, queue: Queue, on: bool) -> io::Result<()>;
+
+    /// `VIDIOC_ENUM_FMT` until `EINVAL`, with descriptions and flags.
+    fn format_descs(&mut self, queue: Queue) -> io::Result<Vec<FormatDesc>> {
+        Ok(self
+            .formats(queue)?
+            .into_iter()
+            .map(|fourcc| FormatDesc {
+                fourcc,
+                description: fourcc.to_string(),
+                flags: 0,
+            })
+            .collect())
+    }
+    /// `VIDIOC_ENUM_FRAMESIZES` until `EINVAL`.
+    fn frame_sizes(&mut self, _fourcc: Fourcc) -> io::Result<Vec<FrameSize>> {
+        Err(enotty())
+    }
+    /// `VIDIOC_ENUM_FRAMEINTERVALS` at one size until `EINVAL`.
+    fn frame_intervals(
+        &mut self,
+        _fourcc: Fourcc,
+        _width: u32,
+        _height: u32,
+    ) -> io::Result<Vec<FrameInterval>> {
+        Err(enotty())
+    }
+    /// `VIDIOC_G_FMT`.
+    fn get_format(&mut self, _queue: Queue) -> io::Result<Format> {
+        Err(enotty())
+    }
+    /// `VIDIOC_G_PARM` on CAPTURE: `timeperframe`, or `None` when the driver cannot set a
+    /// rate (no `V4L2_CAP_TIMEPERFRAME`).
+    fn capture_interval(&mut self) -> io::Result<Option<Fraction>> {
+        Err(enotty())
+    }
+    /// `VIDIOC_S_PARM` on CAPTURE: asks for `timeperframe` and returns what the driver set
+    /// (`None` as for [`Backend::capture_interval`]).
+    fn set_capture_interval(&mut self, _want: Fraction) -> io::Result<Option<Fraction>> {
+        Err(enotty())
+    }
+    /// `VIDIOC_G_CTRL`.
+    fn control(&mut self, _id: u32) -> io::Result<i32> {
+        Err(enotty())
+    }
+    /// `VIDIOC_QUERYCTRL`.
+    fn query_control(&mut self, _id: u32) -> io::Result<ControlInfo> {
+        Err(enotty())
+    }
 }
 
 /// A borrowed backend is a backend (the tests keep the stand-in driver to inspect it after
@@ -246,5 +376,34 @@ impl<B: Backend + ?Sized> Backend for &mut B {
     }
     fn stream(&mut self, queue: Queue, on: bool) -> io::Result<()> {
         (**self).stream(queue, on)
+    }
+    fn format_descs(&mut self, queue: Queue) -> io::Result<Vec<FormatDesc>> {
+        (**self).format_descs(queue)
+    }
+    fn frame_sizes(&mut self, fourcc: Fourcc) -> io::Result<Vec<FrameSize>> {
+        (**self).frame_sizes(fourcc)
+    }
+    fn frame_intervals(
+        &mut self,
+        fourcc: Fourcc,
+        width: u32,
+        height: u32,
+    ) -> io::Result<Vec<FrameInterval>> {
+        (**self).frame_intervals(fourcc, width, height)
+    }
+    fn get_format(&mut self, queue: Queue) -> io::Result<Format> {
+        (**self).get_format(queue)
+    }
+    fn capture_interval(&mut self) -> io::Result<Option<Fraction>> {
+        (**self).capture_interval()
+    }
+    fn set_capture_interval(&mut self, want: Fraction) -> io::Result<Option<Fraction>> {
+        (**self).set_capture_interval(want)
+    }
+    fn control(&mut self, id: u32) -> io::Result<i32> {
+        (**self).control(id)
+    }
+    fn query_control(&mut self, id: u32) -> io::Result<ControlInfo> {
+        (**self).query_control(id)
     }
 }

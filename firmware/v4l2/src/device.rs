@@ -1,7 +1,7 @@
-//! [`V4l2Device`]: the [`Backend`] over a real node, through [`crate::sys`]. The struct
-//! encoding and decoding (single- and multi-planar formats, buffers, stream parameters) are
-//! pure functions, unit-tested here; the ioctls themselves need a device, which these machines
-//! do not have.
+//! [`V4l2Device`]: the [`Backend`] over a real node (a camera or an M2M encoder), through
+//! [`crate::sys`]. The struct encoding and decoding (single- and multi-planar formats,
+//! buffers, frame sizes and intervals, stream parameters, controls) are pure functions,
+//! unit-tested here; the ioctls themselves need a device, which these machines do not have.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -14,12 +14,12 @@ use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::backend::{
-    Backend, Caps, Dequeued, DequeuedPlane, Format, Fourcc, PlaneFormat, Queue, Ready,
-    CAP_DEVICE_CAPS,
+    Backend, Caps, ControlInfo, Dequeued, DequeuedPlane, Format, FormatDesc, Fourcc, Fraction,
+    FrameInterval, FrameSize, PlaneFormat, Queue, Ready, CAP_DEVICE_CAPS,
 };
 use crate::sys::{self, BufOp, BufType, Mapping, VIDEO_MAX_PLANES};
 
-/// A V4L2 memory-to-memory node opened read-write and non-blocking.
+/// A V4L2 node (camera or memory-to-memory device) opened read-write and non-blocking.
 #[derive(Debug)]
 pub struct V4l2Device {
     // Field order is drop order: the mappings go before the descriptor is closed.
@@ -191,6 +191,89 @@ pub(crate) fn output_parm(mplane: bool, num: u32, den: u32) -> sys::v4l2_streamp
     p
 }
 
+/// `VIDIOC_G_PARM`/`S_PARM` for CAPTURE: `parm.capture` is `capability` (with
+/// `V4L2_CAP_TIMEPERFRAME` = 0x1000), `capturemode`, then `timeperframe` at 8.
+pub(crate) fn capture_parm(mplane: bool, want: Option<Fraction>) -> sys::v4l2_streamparm {
+    let mut p = sys::v4l2_streamparm {
+        type_: buf_type(mplane, Queue::Capture) as u32,
+        parm: [0; 200],
+    };
+    if let Some(f) = want {
+        put(&mut p.parm, 8, f.num);
+        put(&mut p.parm, 12, f.den);
+    }
+    p
+}
+
+const CAP_TIMEPERFRAME: u32 = 0x1000;
+
+/// The capture `timeperframe` in a `v4l2_streamparm` the driver returned, or `None` when the
+/// driver cannot set a rate or reports a zero fraction.
+pub(crate) fn capture_interval_from_raw(p: &sys::v4l2_streamparm) -> Option<Fraction> {
+    let f = Fraction {
+        num: get(&p.parm, 8),
+        den: get(&p.parm, 12),
+    };
+    (get(&p.parm, 0) & CAP_TIMEPERFRAME != 0 && f.num > 0 && f.den > 0).then_some(f)
+}
+
+/// One `VIDIOC_ENUM_FRAMESIZES` answer; `None` for a type this code does not know.
+pub(crate) fn frame_size_from_raw(e: &sys::v4l2_frmsizeenum) -> Option<FrameSize> {
+    let s = e.size;
+    match e.type_ {
+        sys::V4L2_FRMSIZE_TYPE_DISCRETE => Some(FrameSize::Discrete {
+            width: s[0],
+            height: s[1],
+        }),
+        sys::V4L2_FRMSIZE_TYPE_CONTINUOUS | sys::V4L2_FRMSIZE_TYPE_STEPWISE => {
+            let continuous = e.type_ == sys::V4L2_FRMSIZE_TYPE_CONTINUOUS;
+            Some(FrameSize::Stepwise {
+                min_width: s[0],
+                max_width: s[1].max(s[0]),
+                step_width: if continuous { 1 } else { s[2].max(1) },
+                min_height: s[3],
+                max_height: s[4].max(s[3]),
+                step_height: if continuous { 1 } else { s[5].max(1) },
+            })
+        }
+        _ => None,
+    }
+}
+
+/// One `VIDIOC_ENUM_FRAMEINTERVALS` answer; `None` for an unknown type or a zero fraction.
+pub(crate) fn frame_interval_from_raw(e: &sys::v4l2_frmivalenum) -> Option<FrameInterval> {
+    let i = e.interval;
+    let frac = |n: u32, d: u32| (n > 0 && d > 0).then_some(Fraction { num: n, den: d });
+    if e.type_ == sys::V4L2_FRMIVAL_TYPE_DISCRETE {
+        return frac(i[0], i[1]).map(FrameInterval::Discrete);
+    }
+    // CONTINUOUS (2) and STEPWISE (3): { min, max, step }.
+    if e.type_ == 2 || e.type_ == 3 {
+        return Some(FrameInterval::Stepwise {
+            min: frac(i[0], i[1])?,
+            max: frac(i[2], i[3])?,
+        });
+    }
+    None
+}
+
+pub(crate) fn control_from_raw(q: &sys::v4l2_queryctrl) -> ControlInfo {
+    ControlInfo {
+        id: q.id,
+        kind: q.type_,
+        name: cstr(&q.name),
+        minimum: q.minimum,
+        maximum: q.maximum,
+        step: q.step,
+        default: q.default_value,
+        flags: q.flags,
+    }
+}
+
+/// How many entries an enumeration ioctl is asked for at most (a driver that never says
+/// `EINVAL` cannot keep a caller looping).
+const MAX_ENUM: u32 = 256;
+
 #[allow(clippy::useless_conversion)] // time_t and suseconds_t are i32 on 32-bit targets
 pub(crate) fn timeval_us(t: &nix::libc::timeval) -> i64 {
     i64::from(t.tv_sec)
@@ -246,8 +329,16 @@ impl Backend for V4l2Device {
     }
 
     fn formats(&mut self, queue: Queue) -> io::Result<Vec<Fourcc>> {
+        Ok(self
+            .format_descs(queue)?
+            .into_iter()
+            .map(|d| d.fourcc)
+            .collect())
+    }
+
+    fn format_descs(&mut self, queue: Queue) -> io::Result<Vec<FormatDesc>> {
         let mut out = Vec::new();
-        for index in 0..64 {
+        for index in 0..MAX_ENUM {
             let mut d = sys::v4l2_fmtdesc {
                 index,
                 type_: self.buf_type(queue) as u32,
@@ -258,12 +349,99 @@ impl Backend for V4l2Device {
                 reserved: [0; 3],
             };
             match sys::enum_fmt(self.fd.as_fd(), &mut d) {
-                Ok(()) => out.push(Fourcc::from_u32(d.pixelformat)),
+                Ok(()) => out.push(FormatDesc {
+                    fourcc: Fourcc::from_u32(d.pixelformat),
+                    description: cstr(&d.description),
+                    flags: d.flags,
+                }),
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
                 Err(e) => return Err(e),
             }
         }
         Ok(out)
+    }
+
+    fn frame_sizes(&mut self, fourcc: Fourcc) -> io::Result<Vec<FrameSize>> {
+        let mut out = Vec::new();
+        for index in 0..MAX_ENUM {
+            let mut e = sys::v4l2_frmsizeenum {
+                index,
+                pixel_format: fourcc.to_u32(),
+                ..Default::default()
+            };
+            match sys::enum_framesizes(self.fd.as_fd(), &mut e) {
+                Ok(()) => {
+                    let size = frame_size_from_raw(&e);
+                    out.extend(size);
+                    // A stepwise or continuous range is the only entry (index 0).
+                    if matches!(size, Some(FrameSize::Stepwise { .. })) {
+                        break;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn frame_intervals(
+        &mut self,
+        fourcc: Fourcc,
+        width: u32,
+        height: u32,
+    ) -> io::Result<Vec<FrameInterval>> {
+        let mut out = Vec::new();
+        for index in 0..MAX_ENUM {
+            let mut e = sys::v4l2_frmivalenum {
+                index,
+                pixel_format: fourcc.to_u32(),
+                width,
+                height,
+                ..Default::default()
+            };
+            match sys::enum_frameintervals(self.fd.as_fd(), &mut e) {
+                Ok(()) => {
+                    let i = frame_interval_from_raw(&e);
+                    out.extend(i);
+                    if matches!(i, Some(FrameInterval::Stepwise { .. })) {
+                        break;
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_format(&mut self, queue: Queue) -> io::Result<Format> {
+        let mut raw = sys::v4l2_format {
+            type_: self.buf_type(queue) as u32,
+            fmt: sys::FormatUnion::zeroed(),
+        };
+        sys::format(self.fd.as_fd(), &mut raw, false)?;
+        Ok(format_from_raw(self.mplane, &raw))
+    }
+
+    fn capture_interval(&mut self) -> io::Result<Option<Fraction>> {
+        let mut p = capture_parm(self.mplane, None);
+        sys::parm(self.fd.as_fd(), &mut p, false)?;
+        Ok(capture_interval_from_raw(&p))
+    }
+
+    fn set_capture_interval(&mut self, want: Fraction) -> io::Result<Option<Fraction>> {
+        let mut p = capture_parm(self.mplane, Some(want));
+        sys::parm(self.fd.as_fd(), &mut p, true)?;
+        Ok(capture_interval_from_raw(&p))
+    }
+
+    fn control(&mut self, id: u32) -> io::Result<i32> {
+        sys::g_ctrl(self.fd.as_fd(), id)
+    }
+
+    fn query_control(&mut self, id: u32) -> io::Result<ControlInfo> {
+        Ok(control_from_raw(&sys::queryctrl(self.fd.as_fd(), id)?))
     }
 
     fn set_format(&mut self, queue: Queue, want: &Format) -> io::Result<Format> {
@@ -274,7 +452,7 @@ impl Backend for V4l2Device {
 
     fn set_frame_interval(&mut self, num: u32, den: u32) -> io::Result<()> {
         let mut p = output_parm(self.mplane, num, den);
-        sys::s_parm(self.fd.as_fd(), &mut p)
+        sys::parm(self.fd.as_fd(), &mut p, true)
     }
 
     fn set_control(&mut self, id: u32, value: i32) -> io::Result<()> {
@@ -514,6 +692,115 @@ mod tests {
         let p = output_parm(true, 1, 30);
         assert_eq!(p.type_, 10);
         assert_eq!((get(&p.parm, 8), get(&p.parm, 12)), (1, 30));
+    }
+
+    #[test]
+    fn frame_sizes_intervals_capture_parameters_and_controls_decode_from_kernel_bytes() {
+        // The union layouts of linux/videodev2.h, filled as a driver would.
+        let mut e = sys::v4l2_frmsizeenum {
+            type_: sys::V4L2_FRMSIZE_TYPE_DISCRETE,
+            size: [1280, 720, 0, 0, 0, 0],
+            ..Default::default()
+        };
+        assert_eq!(
+            frame_size_from_raw(&e),
+            Some(FrameSize::Discrete {
+                width: 1280,
+                height: 720
+            })
+        );
+        e.type_ = sys::V4L2_FRMSIZE_TYPE_STEPWISE;
+        e.size = [32, 1920, 16, 32, 1080, 0];
+        assert_eq!(
+            frame_size_from_raw(&e),
+            Some(FrameSize::Stepwise {
+                min_width: 32,
+                max_width: 1920,
+                step_width: 16,
+                min_height: 32,
+                max_height: 1080,
+                step_height: 1, // a zero step is taken as 1, never a division by zero
+            })
+        );
+        e.type_ = sys::V4L2_FRMSIZE_TYPE_CONTINUOUS;
+        assert!(matches!(
+            frame_size_from_raw(&e),
+            Some(FrameSize::Stepwise { step_width: 1, .. })
+        ));
+        e.type_ = 9;
+        assert_eq!(frame_size_from_raw(&e), None);
+
+        let mut i = sys::v4l2_frmivalenum {
+            type_: sys::V4L2_FRMIVAL_TYPE_DISCRETE,
+            interval: [1001, 30000, 0, 0, 0, 0],
+            ..Default::default()
+        };
+        assert_eq!(
+            frame_interval_from_raw(&i),
+            Some(FrameInterval::Discrete(Fraction {
+                num: 1001,
+                den: 30000
+            }))
+        );
+        i.interval = [1, 0, 0, 0, 0, 0]; // a zero denominator is no interval
+        assert_eq!(frame_interval_from_raw(&i), None);
+        i.type_ = 3;
+        i.interval = [1, 60, 1, 1, 1, 60];
+        assert_eq!(
+            frame_interval_from_raw(&i),
+            Some(FrameInterval::Stepwise {
+                min: Fraction { num: 1, den: 60 },
+                max: Fraction { num: 1, den: 1 }
+            })
+        );
+
+        let p = capture_parm(false, Some(Fraction { num: 1, den: 25 }));
+        assert_eq!(p.type_, 1); // V4L2_BUF_TYPE_VIDEO_CAPTURE
+        assert_eq!((get(&p.parm, 8), get(&p.parm, 12)), (1, 25));
+        // Without V4L2_CAP_TIMEPERFRAME the driver's numbers are not a settable rate.
+        assert_eq!(capture_interval_from_raw(&p), None);
+        let mut p = p;
+        put(&mut p.parm, 0, 0x1000);
+        assert_eq!(
+            capture_interval_from_raw(&p),
+            Some(Fraction { num: 1, den: 25 })
+        );
+        assert_eq!(capture_parm(true, None).type_, 9);
+
+        let mut q = sys::v4l2_queryctrl {
+            id: 0x0098_0900,
+            type_: 1,
+            minimum: -64,
+            maximum: 64,
+            step: 1,
+            default_value: 0,
+            flags: 0x10,
+            ..Default::default()
+        };
+        q.name[..10].copy_from_slice(b"Brightness");
+        let c = control_from_raw(&q);
+        assert_eq!(
+            (c.name.as_str(), c.minimum, c.maximum, c.flags),
+            ("Brightness", -64, 64, 0x10)
+        );
+    }
+
+    #[test]
+    fn capture_nodes_choose_single_or_multi_planar_from_their_caps() {
+        let caps = |c: u32| Caps {
+            driver: String::new(),
+            card: String::new(),
+            bus: String::new(),
+            caps: c,
+        };
+        // A UVC webcam: single-planar capture.
+        assert!(caps(0x0420_0001).is_capture() && !caps(0x0420_0001).is_mplane());
+        // A SoC camera pipeline offering only the multi-planar API.
+        assert!(caps(0x0420_1000).is_capture() && caps(0x0420_1000).is_mplane());
+        // Both APIs: driven single-planar.
+        assert!(!caps(0x0420_1001).is_mplane());
+        // An M2M encoder is not a camera.
+        assert!(!caps(0x0420_4000).is_capture() && caps(0x0420_4000).is_mplane());
     }
 
     #[test]
