@@ -15,6 +15,7 @@
 import { find, parseInit, parsePrft } from './mp4.js';
 
 const FAR_BEHIND_S = 1.0;
+const HAVE_CURRENT_DATA = 2;
 const KEEP_BEHIND_S = 6;
 const WINDOW_MS = 3000;
 // Rate trimming: 10 % faster while the slack is above the band, back to 1 within 5 ms of it.
@@ -54,6 +55,26 @@ export class MsePlayer {
     this.streaming = true;
     this.generation = 0;
     this.errors = [];
+    this.events = []; // the last few things the player did, for pinhole.state() and the tests
+    this.lastErrorRestart = 0;
+    // A media error ends the MediaSource (it closes): start over with a new one and a new
+    // connection, which begins at the server's newest IDR, instead of a frozen picture.
+    this.onVideoError = () => {
+      if (!this.url) return; // not our source (the page is switching modes)
+      const e = this.video.error;
+      this.errors.push(`media error ${e ? `${e.code} ${e.message}` : ''}`);
+      this.teardown();
+      this.codec = null;
+      const wait = Math.max(0, this.lastErrorRestart + 1000 - performance.now());
+      clearTimeout(this.errorTimer);
+      this.errorTimer = setTimeout(() => { this.lastErrorRestart = performance.now(); this.opts.onNeedRestart?.(); }, wait);
+    };
+    video.addEventListener('error', this.onVideoError);
+  }
+
+  event(m) {
+    this.events.push(`${Math.round(performance.now())} ${m}`);
+    if (this.events.length > 30) this.events.shift();
   }
 
   static supported() {
@@ -80,6 +101,7 @@ export class MsePlayer {
       const p = this.pendingInit;
       this.pendingInit = null;
       const start = firstDts(copy) / p.info.timescale;
+      this.event(`pendingInit fresh=${p.fresh} start=${start} end=${this.bufferedEnd()}`);
       if (p.fresh && (start < this.bufferedEnd() - 0.5 || start > this.bufferedEnd() + 30)) {
         this.rebuild(p.info, p.bytes); // pinhole restarted: a new timeline
       } else {
@@ -98,6 +120,7 @@ export class MsePlayer {
   }
 
   rebuild(info, initBytes) {
+    this.event(`rebuild ${info.codec}`);
     this.teardown();
     const gen = ++this.generation;
     this.codec = info.codec;
@@ -119,15 +142,27 @@ export class MsePlayer {
           this.opts.onNeedRestart?.();
         }
       });
-      ms.addEventListener('endstreaming', () => { this.streaming = false; });
+      ms.addEventListener('sourceclose', () => this.event('sourceclose'));
+      ms.addEventListener('sourceended', () => this.event('sourceended'));
+      ms.addEventListener('endstreaming', () => {
+        // The engine wants no more data for now (a hidden page, low memory, a cellular link it
+        // wants idle): stop fetching, not only appending. startstreaming reconnects at the
+        // server's newest IDR and the first append jumps to the live edge: no debt to play off.
+        if (!this.streaming) return;
+        this.streaming = false;
+        this.opts.onSuspend?.();
+      });
     }
     ms.addEventListener('sourceopen', () => {
       if (gen !== this.generation) return;
       this.opts.onMark?.('sourceopen');
+      this.event('sourceopen');
       try {
         const sb = ms.addSourceBuffer(`video/mp4; codecs="${info.codec}"`);
         sb.mode = 'segments';
         sb.addEventListener('updateend', () => this.afterUpdate(gen));
+        // the first picture of a preroll is up: the live-edge control may seek now
+        this.video.addEventListener('loadeddata', () => this.afterUpdate(gen), { once: true });
         sb.addEventListener('error', () => this.errors.push('SourceBuffer error'));
         this.sb = sb;
         this.pump();
@@ -150,9 +185,39 @@ export class MsePlayer {
   }
 
   destroy() {
+    clearTimeout(this.errorTimer);
+    this.video.removeEventListener('error', this.onVideoError);
     this.teardown();
     this.video.removeAttribute('src');
     this.video.load();
+  }
+
+  // The stall watchdog's first step (app.js): to the live edge, and play.
+  nudge() {
+    const v = this.video;
+    let b = null;
+    try { b = this.sb ? this.sb.buffered : null; } catch { /* removed: the error path restarts */ }
+    if (!this.started || !b || !b.length) return;
+    v.currentTime = Math.max(b.start(b.length - 1), b.end(b.length - 1) - this.targetS);
+    this.jumps++;
+    this.margins = [];
+    v.play().catch(() => {});
+  }
+
+  // What the engine says, for tests and for a look from the console (pinhole.state()).
+  state() {
+    const v = this.video;
+    const ranges = [];
+    let b = null;
+    try { b = this.sb ? this.sb.buffered : null; } catch (e) { ranges.push(String(e.name)); }
+    for (let i = 0; b && i < b.length; i++) ranges.push([b.start(i), b.end(i)]);
+    return {
+      rebuilds: this.generation, msState: this.ms ? this.ms.readyState : null, events: this.events,
+      currentTime: v.currentTime, readyState: v.readyState, error: v.error ? `${v.error.code} ${v.error.message}` : null, paused: v.paused, seeking: v.seeking,
+      playbackRate: v.playbackRate, duration: this.ms ? this.ms.duration : null, buffered: ranges,
+      updating: this.sb ? this.sb.updating : null, mediaBuffered: [...Array(v.buffered.length).keys()].map((i) => [v.buffered.start(i), v.buffered.end(i)]), queued: this.queue.length, streaming: this.streaming,
+      trim: this.trim, started: !!this.started,
+    };
   }
 
   bufferedEnd() {
@@ -197,10 +262,24 @@ export class MsePlayer {
       const start = b.start(b.length - 1);
       const t = v.currentTime;
       const now = performance.now();
-      if (!this.started || t < start || end - t > FAR_BEHIND_S) {
+      if (v.readyState < HAVE_CURRENT_DATA && t >= start && t <= end) {
+        // The engine is prerolling from data at the playhead: no seek until its first picture
+        // is up ('loadeddata' brings us back here). This is what a stream that has just begun
+        // needs (pinhole started or restarted: the first fragment sits at media time 0, where
+        // a new MediaSource's playhead already is, and the next ones may come in a burst):
+        // WebKit's GStreamer pipeline fails a seek that flushes it while it pushes its first
+        // samples ("Failed to push buffer", MEDIA_ERR_SRC_NOT_SUPPORTED, the MediaSource
+        // closes), which was the picture frozen at currentTime 0.01. A viewer joining a stream
+        // that runs is not affected: its first fragment starts past the playhead, so nothing is
+        // prerolled before the first seek.
+        if (!this.started) this.event(`no seek at start: t ${t} in [${start},${end}] readyState ${v.readyState}`);
+        this.started = true;
+        this.margins = [];
+      } else if (!this.started || t < start || end - t > FAR_BEHIND_S) {
         // start, a gap (the source was away), or far behind: to the live edge now
         if (end - start > 0) {
           this.opts.onMark?.('seek');
+          this.event(`seek ${t} -> ${Math.max(start, end - this.targetS)} [${start},${end}]`);
           v.currentTime = Math.max(start, end - this.targetS);
           if (this.started) this.jumps++;
           this.started = true;
