@@ -282,3 +282,54 @@ def test_webkit_source_restart_and_resolution_change_keep_playing(pinhole, recor
     assert not gaps, f"no pictures for 3 s: {ctx}"
     assert r["navigations"] == 1, ctx
     assert not media_errors(r), ctx
+
+
+def test_webkit_hidden_page_and_endstreaming_cost_no_buffering_debt(pinhole, record_property):
+    """ManagedMediaSource's streaming events are honoured, and neither a hidden page nor the
+    engine asking to stop leaves the picture behind when it comes back. The window is minimised
+    (document hidden) from 5 s to 9 s; then, as WebKit's own ManagedMediaSource only says
+    endstreaming when 30 s are buffered ahead or when it closes (neither happens to a live
+    stream here), the test dispatches endstreaming at 12 s and startstreaming at 15 s on the
+    page's ManagedMediaSource — what the player does with them is under test, not when WebKit
+    sends them. While stopped the player fetches nothing; after each return the pixels are
+    back near the live edge within 2 s."""
+    ph = pinhole(SOURCE)
+    ph.wait_video()
+    seconds = 22.0
+    ms = "window.pinhole.mediaSource()"
+    r = watch(f"http://127.0.0.1:{ph.port}/?mode=chunked", seconds, "streaming",
+              "--hidden-at", "5", "--visible-at", "9",
+              "--run-at", "12", f"{ms}.dispatchEvent(new Event('endstreaming'))",
+              "--run-at", "15", f"{ms}.dispatchEvent(new Event('startstreaming'))")
+    ph.others = pinhole_children(ph)
+    tl = r["timeline"]
+    t0 = tl[0]["t_ms"] - 500  # the watcher's clock: entries every 500 ms from its start
+    at = lambda s: t0 + s * 1000  # noqa: E731 - page time of the watcher's second s
+    hidden = [e for e in tl if e["visibility"] == "hidden"]
+    stopped = [e for e in tl if (e.get("state") or {}).get("streaming") is False]
+    rate_re = re.compile(r"(\d+(?:\.\d+)?) (k|M)bit/s")
+
+    def kbps(e):
+        m = rate_re.search(e["stats"] or "")
+        return float(m.group(1)) * (1000 if m.group(2) == "M" else 1) if m else None
+    # the status line's rate is over the last 2 s: look at the end of the stopped stretch
+    stopped_rate = [kbps(e) for e in stopped if e["t_ms"] >= at(14.5)]
+    after_visible = pixel_latencies(r, at(11), at(12))
+    after_resume = pixel_latencies(r, at(17), at(22))
+    conns = [e["player"]["connections"] for e in tl]
+    s = {"hidden_entries": len(hidden), "stopped_entries": len(stopped), "stopped_kbps": stopped_rate,
+         "p50_after_visible": statistics.median(after_visible) if after_visible else None,
+         "p50_after_resume": statistics.median(after_resume) if after_resume else None,
+         "connections": sorted(set(conns)), "recoveries": r.get("recoveries"), "events": r.get("page_events")}
+    record_property("webkit-streaming", s)
+    print(f"webkit streaming: {s}")
+    ctx = f"{s}; {context(r)}"
+    assert hidden, f"the page never became hidden: {ctx}"
+    assert stopped and all(at(12) <= e["t_ms"] <= at(15.6) for e in stopped), \
+        f"streaming not off from endstreaming to startstreaming: {ctx}"
+    assert stopped_rate and stopped_rate[-1] == 0, f"the player kept fetching after endstreaming: {ctx}"
+    assert conns[-1] == conns[0] + 1, f"startstreaming must reconnect once: {ctx}"
+    assert after_visible and statistics.median(after_visible) <= 500, f"behind after the page came back: {ctx}"
+    assert len(after_resume) >= 0.5 * 30 * 5 and statistics.median(after_resume) <= 500, \
+        f"behind after startstreaming: {ctx}"
+    assert not media_errors(r), ctx

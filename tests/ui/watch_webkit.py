@@ -18,6 +18,8 @@ page's scripts); use `?hls=native` for the engine's own HLS.
 accepts a connection and open the page at once (a page opened the moment pinhole starts: the
 caller starts pinhole after F appears).
 
+--run-at S JS: run the script JS in the page S seconds after it loaded (e.g. dispatch an event).
+
 --hidden-at S / --visible-at S: at S seconds after the page loaded, make the page hidden /
 visible again the way a backgrounded tab is (the MiniBrowser window is minimised and restored,
 which WebKit turns into visibilitychange and, for ManagedMediaSource, endstreaming /
@@ -122,6 +124,8 @@ def main() -> int:
     ap.add_argument("--timeline-ms", type=float, default=500.0)
     ap.add_argument("--ready-file")
     ap.add_argument("--wait-server", action="store_true")
+    ap.add_argument("--run-at", nargs=2, action="append", default=[], metavar=("S", "JS"),
+                    help="run the script JS in the page S seconds after it loaded (repeatable)")
     ap.add_argument("--hidden-at", type=float)
     ap.add_argument("--visible-at", type=float)
     o = ap.parse_args()
@@ -174,6 +178,10 @@ def main() -> int:
             if o.visible_at is not None and hidden and not visible and now >= o.visible_at:
                 visible = True
                 driver.maximize_window()
+            for item in o.run_at:
+                if len(item) == 2 and now >= float(item[0]):
+                    driver.execute_script(item[1])
+                    item.append("done")
             e = driver.execute_script(f"return {src['timeline']}();")
             e["visibility"] = driver.execute_script("return document.visibilityState;")
             timeline.append(e)

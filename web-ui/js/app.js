@@ -98,6 +98,7 @@ function startChunked() {
     catchUpRate: num('catchup'),
     onMark: mark,
     onFatal: (e) => { noteError(e); if (autoMode) switchTo('compat'); },
+    onError: noteError,
     onNeedRestart: () => { stream.stop(); stream.start(); },
     // ManagedMediaSource's endstreaming: no bytes until startstreaming (onNeedRestart), which
     // reconnects at the server's newest IDR: no backlog to catch up on.
@@ -215,6 +216,7 @@ function startCompat() {
   const player = new MsePlayer(video, {
     lagMs: num('lag') ?? 150, slackMs: num('slack'), safetyMs: num('safety'),
     onFatal: noteError,
+    onError: noteError,
     onNeedRestart: () => { follower.stop(); follower.start(); },
     onSuspend: () => follower.stop(),
   });
@@ -315,7 +317,10 @@ const NUDGE_MS = 700;
 const START_MS = 2500;
 const STEADY_MS = 10000;
 const MAX_BACKOFF_MS = 20000;
-const W = { stage: 0, stageAt: 0, lastAction: -Infinity, backoff: 0, steadySince: 0, lastFragment: 0, flowSince: 0, visibleAt: 0 };
+const W = {
+  stage: 0, stageAt: 0, lastAction: -Infinity, backoff: 0, steadySince: 0, lastFragment: 0, flowSince: 0,
+  visibleAt: 0, lastCT: 0, movedAt: 0,
+};
 document.addEventListener('visibilitychange', () => { W.visibleAt = performance.now(); W.stage = 0; });
 
 // A media fragment reached the player (either mode's stream, or an LL-HLS part).
@@ -327,9 +332,19 @@ function fragmentArrived() {
 
 function stallWatchdog() {
   const now = performance.now();
+  if (document.hidden) W.visibleAt = now; // (the tick may run before visibilitychange's listener)
+  // The <video>'s playhead moving on by itself (not a seek) is progress too: an engine short of
+  // CPU presents few pictures but plays on (its clock runs, late frames are dropped), and
+  // restarting it would only cost more. The frozen picture had its playhead stopped as well.
+  if (S.mode !== 'webcodecs') {
+    const ct = video.currentTime;
+    if (!video.seeking && !video.paused && ct > W.lastCT && ct - W.lastCT < 1) W.movedAt = now;
+    W.lastCT = ct;
+  }
+  const progressAt = S.mode === 'webcodecs' ? S.lastFrameAt : Math.max(S.lastFrameAt, W.movedAt);
   const since = Math.max(modeStartedAt, W.flowSince, W.visibleAt);
-  const lastPicture = Math.max(S.lastFrameAt, since);
-  const pictureInFlow = S.lastFrameAt > since;
+  const lastPicture = Math.max(progressAt, since);
+  const pictureInFlow = progressAt > since;
   const limit = pictureInFlow ? STALL_MS : START_MS;
   if (now - S.lastFrameAt > 250) W.steadySince = now;
   if (now - W.steadySince > STEADY_MS) W.backoff = 0;
@@ -457,6 +472,7 @@ $('snapshot').addEventListener('click', () => {
   }, 'image/png');
 });
 S.snapshot = snapshotCanvas;
+S.mediaSource = () => (current && current.player ? current.player.ms : null);
 S.state = () => (current && current.player && current.player.state ? current.player.state() : null);
 S.clock = clock;
 

@@ -11,11 +11,21 @@
 // `?trim=rate|jump` overrides the choice. A player far behind (a background tab, a stall) jumps
 // to TARGET behind the end at once, in either way. Data further behind the playhead than
 // KEEP_BEHIND_S is removed.
+//
+// WebKit (Safari, WebKitGTK) keeps a margin of its own: its MediaSource reports
+// HAVE_FUTURE_DATA only while the buffered range runs more than its time fudge factor
+// (2002/24000 s ≈ 83 ms, WebCore's MediaSource) past currentTime; below that the element waits
+// for data, the picture stops until the next append and a frame or two is lost. With jump
+// trimming (WebKit's default) SAFETY therefore defaults to WEBKIT_SAFETY_MS, just above the fudge
+// factor, and TARGET to WEBKIT_LAG_MS: trimming that takes the margin under the fudge factor is
+// what cost WebKit pictures (~22 a second) without making it earlier.
 
 import { find, parseInit, parsePrft } from './mp4.js';
 
 const FAR_BEHIND_S = 1.0;
 const HAVE_CURRENT_DATA = 2;
+const WEBKIT_SAFETY_MS = 95;
+const WEBKIT_LAG_MS = 125;
 const KEEP_BEHIND_S = 6;
 const WINDOW_MS = 3000;
 // Rate trimming: 10 % faster while the slack is above the band, back to 1 within 5 ms of it.
@@ -33,13 +43,14 @@ export class MsePlayer {
   constructor(video, opts = {}) {
     this.video = video;
     this.opts = opts;
-    this.targetS = (opts.lagMs ?? 90) / 1000;
-    this.safetyS = (opts.safetyMs ?? 20) / 1000;
     // 'rate' trims slack by playing a little faster; 'jump' by seeking (Safari re-buffers on
     // every playbackRate change). Default: jump in Safari (and wherever ManagedMediaSource is
     // the only choice), rate elsewhere. A rate change costs nothing, so rate trims sooner.
     this.trim = opts.trim === 'rate' || opts.trim === 'jump' ? opts.trim : defaultTrim();
-    this.slackS = (opts.slackMs ?? (this.trim === 'rate' ? 10 : 35)) / 1000;
+    const jump = this.trim === 'jump';
+    this.targetS = (opts.lagMs ?? (jump ? WEBKIT_LAG_MS : 90)) / 1000;
+    this.safetyS = (opts.safetyMs ?? (jump ? WEBKIT_SAFETY_MS : 20)) / 1000;
+    this.slackS = (opts.slackMs ?? (jump ? 35 : 10)) / 1000;
     this.catchUpRate = opts.catchUpRate > 1 && opts.catchUpRate <= 2 ? opts.catchUpRate : CATCH_UP_RATE;
     this.ms = null;
     this.sb = null;
@@ -62,7 +73,7 @@ export class MsePlayer {
     this.onVideoError = () => {
       if (!this.url) return; // not our source (the page is switching modes)
       const e = this.video.error;
-      this.errors.push(`media error ${e ? `${e.code} ${e.message}` : ''}`);
+      this.error(`media error ${e ? `${e.code} ${e.message}` : ''}`);
       this.teardown();
       this.codec = null;
       const wait = Math.max(0, this.lastErrorRestart + 1000 - performance.now());
@@ -70,6 +81,13 @@ export class MsePlayer {
       this.errorTimer = setTimeout(() => { this.lastErrorRestart = performance.now(); this.opts.onNeedRestart?.(); }, wait);
     };
     video.addEventListener('error', this.onVideoError);
+  }
+
+  // An error the page should know of (window.pinhole.errors, through opts.onError).
+  error(m) {
+    this.errors.push(m);
+    if (this.errors.length > 50) this.errors.shift();
+    this.opts.onError?.(m);
   }
 
   event(m) {
@@ -129,6 +147,7 @@ export class MsePlayer {
     this.times = [];
     this.margins = [];
     this.started = false;
+    this.streaming = true; // a new MediaSource wants data until it says otherwise
     const Managed = window.ManagedMediaSource;
     const MS = Managed || window.MediaSource;
     const ms = new MS();
@@ -136,23 +155,31 @@ export class MsePlayer {
     if (Managed) {
       // iOS: without this, ManagedMediaSource never opens (AirPlay needs an HLS alternative).
       this.video.disableRemotePlayback = true;
+      // Only this MediaSource's events count. A ManagedMediaSource that closes fires
+      // endstreaming (WebKit: monitorSourceBuffers → isClosed → setStreaming(false)), and the
+      // one a reconnect discards (pinhole restarted: a new timeline, a new MediaSource) closes
+      // just as the new one starts: its late endstreaming used to switch the new one's
+      // streaming off for good — the other way the picture froze after a restart.
       ms.addEventListener('startstreaming', () => {
+        if (gen !== this.generation) return;
+        this.event('startstreaming');
         if (!this.streaming) {
           this.streaming = true;
           this.opts.onNeedRestart?.();
         }
       });
-      ms.addEventListener('sourceclose', () => this.event('sourceclose'));
-      ms.addEventListener('sourceended', () => this.event('sourceended'));
       ms.addEventListener('endstreaming', () => {
-        // The engine wants no more data for now (a hidden page, low memory, a cellular link it
-        // wants idle): stop fetching, not only appending. startstreaming reconnects at the
-        // server's newest IDR and the first append jumps to the live edge: no debt to play off.
+        if (gen !== this.generation) return;
+        this.event('endstreaming');
+        // The engine wants no more data for now (enough buffered, a policy, memory): stop
+        // fetching, not only appending. startstreaming reconnects at the server's newest IDR
+        // and the first append jumps to the live edge: no debt to play off.
         if (!this.streaming) return;
         this.streaming = false;
         this.opts.onSuspend?.();
       });
     }
+    ms.addEventListener('sourceclose', () => this.event(`sourceclose${gen !== this.generation ? ' (old)' : ''}`));
     ms.addEventListener('sourceopen', () => {
       if (gen !== this.generation) return;
       this.opts.onMark?.('sourceopen');
@@ -163,11 +190,11 @@ export class MsePlayer {
         sb.addEventListener('updateend', () => this.afterUpdate(gen));
         // the first picture of a preroll is up: the live-edge control may seek now
         this.video.addEventListener('loadeddata', () => this.afterUpdate(gen), { once: true });
-        sb.addEventListener('error', () => this.errors.push('SourceBuffer error'));
+        sb.addEventListener('error', () => this.error('SourceBuffer error'));
         this.sb = sb;
         this.pump();
       } catch (e) {
-        this.errors.push(`addSourceBuffer: ${e.message}`);
+        this.errors.push(`addSourceBuffer: ${e.message}`); // onFatal tells the page
         this.opts.onFatal?.(e);
       }
     }, { once: true });
@@ -238,7 +265,7 @@ export class MsePlayer {
         this.queue.unshift(item);
         this.queue.unshift({ remove: [0, Math.max(0, t - 1)] });
       } else {
-        this.errors.push(`append: ${e.message}`);
+        this.errors.push(`append: ${e.message}`); // onFatal tells the page
         this.opts.onFatal?.(e);
       }
     }
