@@ -3,15 +3,17 @@
 // own UI (tests/e2e/test_ui.py, bench/latency) or any page with a <video> (the naive baseline).
 //
 //   node tests/ui/watch.mjs --url 'http://127.0.0.1:8080/?mode=chunked' --seconds 20 \
-//        [--no-mse] [--screenshot out.png] [--timeline-ms 500] [--warmup 5]
+//        [--no-mse] [--screenshot out.png] [--timeline-ms 500] [--run-at S JS]
 //
-// The sampler is injected before the page's own scripts. It reads testsrc's time band (48 cells
+// The sampler (tests/ui/sampler.mjs, shared with tests/ui/watch_webkit.py) is injected before the
+// page's own scripts. It reads testsrc's time band (48 cells
 // across the top height/24 rows, rounded down to even; cell i white when bit 47-i of the
 // capture Unix ms is 1 — docs/time.md) from the pixels actually displayed: every frame the
 // <video> presents (requestVideoFrameCallback, at its expected display time) or, for the
 // WebCodecs canvas, every animation frame whose band changed. Latency = display time − capture
 // time; both are this machine's clock, as pinhole runs on the same machine.
 //
+// --run-at S JS runs the script JS in the page S seconds after it was opened (repeatable).
 // --hold-get holds every GET of /api/video/cmaf unanswered, as a tunnel that buffers GET
 // streams does (cloudflared #1449); POST goes through.
 // --no-mse deletes window.MediaSource, ManagedMediaSource and WebKitMediaSource before the page
@@ -26,7 +28,7 @@ import { launch } from '../hls/browser.mjs';
 import { injected, finalReport, timelineEntry } from './sampler.mjs';
 
 function parseArgs(argv) {
-  const o = { seconds: 20, chromium: '/usr/bin/chromium', noMse: false, screenshot: null, timelineMs: 500 };
+  const o = { seconds: 20, chromium: '/usr/bin/chromium', noMse: false, screenshot: null, timelineMs: 500, runAt: [] };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = argv[i + 1];
@@ -37,6 +39,7 @@ function parseArgs(argv) {
     else if (k === '--timeline-ms') { o.timelineMs = Number(v); i++; }
     else if (k === '--no-mse') { o.noMse = true; }
     else if (k === '--hold-get') { o.holdGet = true; }
+    else if (k === '--run-at') { o.runAt.push([Number(v), argv[i + 2]]); i += 2; }
     else { throw new Error(`unknown argument ${k}`); }
   }
   if (!o.url) throw new Error('--url is required');
@@ -80,6 +83,9 @@ async function main() {
     const t0 = Date.now();
     while (Date.now() - t0 < opts.seconds * 1000) {
       await page.waitForTimeout(opts.timelineMs);
+      for (const item of opts.runAt) {
+        if (!item.done && Date.now() - t0 >= item[0] * 1000) { item.done = true; await page.evaluate(item[1]); }
+      }
       const e = await page.evaluate(timelineEntry);
       timeline.push(e);
     }

@@ -62,6 +62,60 @@ EXTRA = r"""
 """
 
 
+def become_subreaper() -> None:
+    """WebKit's helper processes (web, network, GPU) are re-parented here when MiniBrowser
+    exits, so this script can end them all and none outlives it (the e2e tests count their
+    children to find what pinhole left behind)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def end_children(grace: float = 3.0) -> None:
+    """SIGTERM, then after `grace` s SIGKILL, every child still running; reap them all."""
+    me = str(os.getpid())
+
+    def kids() -> list[tuple[int, bool]]:
+        out = []
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                st = (d / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{me}\n" in st:
+                out.append((int(d.name), "\nState:\tZ" in st))
+        return out
+
+    deadline = time.time() + grace
+    sig = signal.SIGTERM
+    while True:
+        alive = []
+        for pid, zombie in kids():
+            if zombie:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+            else:
+                alive.append(pid)
+        if not alive:
+            return
+        if time.time() > deadline:
+            if sig == signal.SIGKILL:
+                return
+            sig = signal.SIGKILL
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        time.sleep(0.1)
+
+
 def fail(msg: str) -> None:
     sys.stderr.write(f"watch_webkit.py: {msg}\n")
     sys.exit(2)
@@ -140,6 +194,7 @@ def main() -> int:
     except ImportError:
         fail("selenium is missing: run with tests/.venv/bin/python (tests/run installs tests/requirements.txt)")
     src = sampler_source()
+    become_subreaper()
     xvfb, display = start_xvfb()
     os.environ["DISPLAY"] = display
     tmp = tempfile.mkdtemp(prefix="pinhole-webkit-")
@@ -207,6 +262,7 @@ def main() -> int:
         except OSError:
             pass
         xvfb.wait(10)
+        end_children()
         subprocess.run(["rm", "-rf", tmp], check=False)
 
 
