@@ -248,8 +248,12 @@ export class MsePlayer {
   }
 
   bufferedEnd() {
-    const b = this.sb ? this.sb.buffered : null;
-    return b && b.length ? b.end(b.length - 1) : 0;
+    try {
+      const b = this.sb ? this.sb.buffered : null;
+      return b && b.length ? b.end(b.length - 1) : 0;
+    } catch {
+      return 0; // the SourceBuffer went with its MediaSource (a media error): the error path restarts
+    }
   }
 
   pump() {
@@ -283,7 +287,12 @@ export class MsePlayer {
   afterUpdate(gen) {
     if (gen !== this.generation || !this.sb) return;
     const v = this.video;
-    const b = this.sb.buffered;
+    let b;
+    try {
+      b = this.sb.buffered;
+    } catch {
+      return; // removed with its MediaSource (a media error): onVideoError starts over
+    }
     if (b.length) {
       const end = b.end(b.length - 1);
       const start = b.start(b.length - 1);
