@@ -6,16 +6,19 @@ the same report. What WebKit has shown to need beyond Chromium:
 - a page opened the moment pinhole starts plays (the stream's first fragment sits where the
   playhead already is; a seek during WebKit's preroll closed the MediaSource: web-ui/js/mse.js);
 - pinhole restarted under an open page is playing again within 2 s of its return;
-- every mode plays, a source restart and a resolution change keep the page playing.
+- every mode plays, a source restart and a resolution change keep the page playing;
+- ManagedMediaSource's endstreaming/startstreaming and a hidden page cost no buffering debt;
+- a picture that stops while data arrives comes back within 2 s (also run in Chromium).
 
-Bounds come from runs on a quiet 2-core machine and are set wide enough for a busy CI box; see
-each test. Screenshots and reports go to tests/ui/artifacts/ (git-ignored)."""
+Bounds: the issue's 2 s where it sets one; latency budgets as wide as test_ui.py's for Chromium
+(a shared 2-core CI box). Screenshots and reports go to tests/ui/artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -343,48 +346,50 @@ def test_webkit_hidden_page_and_endstreaming_cost_no_buffering_debt(pinhole, rec
 
 @pytest.mark.parametrize("engine", ["webkit", "chromium"])
 def test_a_picture_that_stops_while_data_arrives_comes_back_within_2_s(pinhole, record_property, engine):
-    """The player's stall watchdog (web-ui/js/app.js), in both engines: the page's <video> is
-    paused from outside at 8 s (as an engine that stops on its own leaves it; the page has no
-    controls, so nothing of the page's own pauses it) while fragments keep arriving. Within 2 s
-    the player notices and plays again at the live edge. (Chromium runs here through
-    tests/ui/watch.mjs, as in test_ui.py.)"""
+    """The player's stall watchdog (web-ui/js/app.js), in both engines. At 8 s the test takes
+    the SourceBuffer away from the page's MediaSource (what WebKit's failed preroll seek did
+    to it: the appends fail from then on) while fragments keep arriving, so the picture stops.
+    The player notices and starts over: pictures move again within 2 s of the last one before
+    the stall, and the page ends near the live edge. (Chromium runs through tests/ui/watch.mjs,
+    as in test_ui.py.)"""
     ph = pinhole(SOURCE)
     ph.wait_video()
     seconds = 16.0
     url = f"http://127.0.0.1:{ph.port}/?mode=chunked"
-    pause = ["--run-at", "8", "document.querySelector('video').pause()"]
+    inject = ["--run-at", "8",
+              "(() => { const ms = window.pinhole.mediaSource(); ms.removeSourceBuffer(ms.sourceBuffers[0]); })()"]
     if engine == "webkit":
-        r = watch(url, seconds, "stall", "--timeline-ms", "200", *pause)
+        r = watch(url, seconds, "stall", "--timeline-ms", "200", *inject)
     else:
-        node = subprocess.run(["which", "node"], capture_output=True, text=True).stdout.strip()
+        node = shutil.which("node")
         assert node, "`node` is missing: tests/run installs it"
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         cmd = ["nice", "-n", "10", node, str(UI_DIR / "watch.mjs"), "--url", url, "--seconds", str(seconds),
                "--chromium", "/usr/bin/chromium", "--timeline-ms", "200",
-               "--screenshot", str(ARTIFACTS / "chromium-stall.png"), *pause]
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+               "--screenshot", str(ARTIFACTS / "chromium-stall.png"), *inject]
         r = finish(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True),
                    "chromium-stall", seconds)
     ph.others = pinhole_children(ph)
     ph.stop()
     tl = r["timeline"]
-    paused = next((e for e in tl if (e.get("state") or {}).get("paused")), None)
-    recov = r.get("recoveries") or []
+    t0 = tl[0]["t_ms"] - 200
+    recov = [x for x in (r.get("recoveries") or []) if x["at"] >= t0 + 8000]
+    stopped_at = recov[0]["at"] - recov[0]["stalledMs"] if recov else None
     resumed = None
-    if paused is not None:
-        for i, e in enumerate(tl):
-            if e["t_ms"] <= paused["t_ms"]:
-                continue
-            later = [x for x in tl[i:] if x["t_ms"] - e["t_ms"] >= 500]
-            if later and later[0]["frames"] - e["frames"] >= 8 and not (e.get("state") or {}).get("paused"):
-                resumed = e
-                break
-    back_s = (resumed["t_ms"] - paused["t_ms"]) / 1000 if resumed and paused else None
-    lat = pixel_latencies(r, tl[-1]["t_ms"] - 4000)
-    s = {"back_s": back_s, "recoveries": recov, "p50_last_4s": statistics.median(lat) if lat else None}
+    for i, e in enumerate(tl):
+        if stopped_at is None or e["t_ms"] <= stopped_at:
+            continue
+        later = [x for x in tl[i:] if x["t_ms"] - e["t_ms"] >= 500]
+        if later and later[0]["frames"] - e["frames"] >= 8:
+            resumed = e
+            break
+    back_s = (resumed["t_ms"] - stopped_at) / 1000 if resumed else None
+    lat = pixel_latencies(r, tl[-1]["t_ms"] - 3000)
+    s = {"back_s": back_s, "recoveries": recov, "p50_last_3s": statistics.median(lat) if lat else None}
     record_property(f"{engine}-stall", s)
     print(f"{engine} stall: {s}")
     ctx = f"{s}; {context(r)}"
-    assert paused is not None, f"the video was never seen paused: {ctx}"
-    assert [x for x in recov if x["at"] >= paused["t_ms"] - 300], f"the watchdog did nothing: {ctx}"
-    assert back_s is not None and back_s <= 2.0, f"picture back after {back_s} s: {ctx}"
-    assert lat and statistics.median(lat) <= 500, ctx
+    assert recov, f"the watchdog did nothing: {ctx}"
+    assert back_s is not None and back_s <= 2.0, f"picture back {back_s} s after it stopped: {ctx}"
+    assert r["navigations"] == 1, ctx
+    assert lat and statistics.median(lat) <= 1000, ctx

@@ -361,11 +361,10 @@ function stallWatchdog() {
     W.lastAction = now;
     W.backoff = Math.min(MAX_BACKOFF_MS, Math.max(1000, W.backoff * 2));
   };
-  if (W.stage === 0 && current.nudge) {
+  if (W.stage === 0 && current.nudge && current.nudge()) {
     act(1);
     W.stage = 1;
     W.stageAt = now;
-    current.nudge();
   } else if (W.stage === 0 || now - W.stageAt >= NUDGE_MS) {
     act(2);
     W.stage = 0;

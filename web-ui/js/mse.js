@@ -219,16 +219,21 @@ export class MsePlayer {
     this.video.load();
   }
 
-  // The stall watchdog's first step (app.js): to the live edge, and play.
+  // The stall watchdog's first step (app.js): to the live edge, and play. False when there is
+  // nothing to nudge (no open MediaSource, its SourceBuffer gone, nothing buffered): the
+  // watchdog then starts over at once.
   nudge() {
     const v = this.video;
     let b = null;
-    try { b = this.sb ? this.sb.buffered : null; } catch { /* removed: the error path restarts */ }
-    if (!this.started || !b || !b.length) return;
+    try { b = this.sb && this.ms && this.ms.readyState === 'open' ? this.sb.buffered : null; } catch { b = null; }
+    if (!this.started || !b || !b.length) return false;
+    this.event('nudge');
     v.currentTime = Math.max(b.start(b.length - 1), b.end(b.length - 1) - this.targetS);
+    if (v.playbackRate === 0) v.playbackRate = 1;
     this.jumps++;
     this.margins = [];
     v.play().catch(() => {});
+    return true;
   }
 
   // What the engine says, for tests and for a look from the console (pinhole.state()).
