@@ -125,7 +125,7 @@ def test_webkit_plays_each_mode(pinhole, record_property, name, query, expect, b
     time, the frame is not black, the status line's latency agrees with the pixels."""
     ph = pinhole(SOURCE)
     ph.wait_video()
-    seconds, warmup = 14.0, 5.0
+    seconds, warmup = 12.0, 5.0
     r = watch(f"http://127.0.0.1:{ph.port}/{query}", seconds, f"mode-{name}")
     ph.others = pinhole_children(ph)
     ph.stop()
