@@ -139,9 +139,10 @@ def test_webkit_plays_each_mode(pinhole, record_property, name, query, expect, b
     assert last["player"] is not None, ctx
     assert (last["player"]["mode"], last["player"]["submode"]) == expect, ctx
     assert r["navigations"] == 1, ctx
-    # pictures move: at least half the frames of the counted time (30 fps) carry a readable band
+    # pictures move: ≥ 10 a second with a readable band (~24–30 on a quiet 2-core box; 14–19
+    # seen with the load average at 15–20; a frozen page reads 0, the old restart crawl 5–6)
     counted_s = (last["t_ms"] - r["timeline"][0]["t_ms"]) / 1000 - warmup
-    assert len(lat) >= 0.5 * 30 * counted_s, ctx
+    assert len(lat) >= 10 * counted_s, ctx
     counted = [e for e in r["timeline"] if e["t_ms"] >= r["timeline"][0]["t_ms"] + warmup * 1000]
     advanced = counted[-1]["current_time"] - counted[0]["current_time"]
     assert advanced >= 0.7 * (counted[-1]["t_ms"] - counted[0]["t_ms"]) / 1000, f"currentTime did not advance: {ctx}"
@@ -218,12 +219,21 @@ def test_webkit_restarting_pinhole_under_an_open_page_plays_again_within_2_s(pin
     port = free_port()
     ph = pinhole(SOURCE, port=port)
     ph.wait_video()
-    seconds = 22.0
+    seconds = 20.0
+    ready = ARTIFACTS / "webkit-restart.ready"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    ready.unlink(missing_ok=True)
     proc = subprocess.Popen(watch_cmd(f"http://127.0.0.1:{port}/?mode=chunked", seconds, "restart",
-                                      "--timeline-ms", "200"),
+                                      "--timeline-ms", "200", "--ready-file", str(ready)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(9.0)
+        deadline = time.time() + 60
+        while not ready.exists():  # the browser is up and opens the page now
+            assert proc.poll() is None, f"watch_webkit.py exited early: {proc.stderr.read()[-2000:]}"
+            assert time.time() < deadline, "WebKit did not start within 60 s"
+            time.sleep(0.05)
+        time.sleep(7.0)
+        down_ms = time.time() * 1000
         ph.others = pinhole_children(ph)
         ph.stop()
         time.sleep(3.0)
@@ -237,6 +247,8 @@ def test_webkit_restarting_pinhole_under_an_open_page_plays_again_within_2_s(pin
     ph2.others = pinhole_children(ph2)
     ph2.stop()
     tl = r["timeline"]
+    before = [e for e in tl if e["wall_ms"] < down_ms]
+    assert before and before[-1]["frames"] >= 30, f"the page was not playing before the restart: {context(r)}"
     after = [e for e in tl if e["wall_ms"] > back_ms]
     assert after, context(r)
     # playing again: from this entry on, the sampler's frame count grows by ≥ 8 within 0.5 s
