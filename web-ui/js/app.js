@@ -29,6 +29,7 @@ const S = {
   mode: null, submode: '', frames: 0, firstFrameMs: null, latencyMs: null, bytes: 0,
   connections: 0, errors: [], offline: false, lastFrameAt: 0, method: null, jumps: 0,
   marks: {}, // first time (performance.now()) of each start-up step, for the benchmark
+  recoveries: [], // the stall watchdog's actions: {at (performance.now()), stage, stalledMs}
 };
 window.pinhole = S;
 
@@ -97,7 +98,11 @@ function startChunked() {
     catchUpRate: num('catchup'),
     onMark: mark,
     onFatal: (e) => { noteError(e); if (autoMode) switchTo('compat'); },
+    onError: noteError,
     onNeedRestart: () => { stream.stop(); stream.start(); },
+    // ManagedMediaSource's endstreaming: no bytes until startstreaming (onNeedRestart), which
+    // reconnects at the server's newest IDR: no backlog to catch up on.
+    onSuspend: () => stream.stop(),
   });
   let records = 0;
   const stream = new CmafStream(`${BASE}/api/video/cmaf`, {
@@ -109,7 +114,7 @@ function startChunked() {
       records++;
       if (first) player.onInit(rec, true);
       else if (isInitRecord(rec)) player.onInit(rec, false);
-      else player.onFragment(rec);
+      else { fragmentArrived(); player.onFragment(rec); }
     },
   });
   stream.start();
@@ -120,6 +125,8 @@ function startChunked() {
     captureNow: () => player.captureAt(video.currentTime),
     dropped: () => player.dropped(),
     size: () => [video.videoWidth, video.videoHeight],
+    nudge: () => player.nudge(),
+    suspended: () => !player.streaming,
     player,
   };
 }
@@ -138,7 +145,7 @@ function startWebCodecs() {
     onDisconnect: noteError,
     onRecord: (rec, first) => {
       if (first || isInitRecord(rec)) player.onInit(rec);
-      else player.onFragment(rec);
+      else { fragmentArrived(); player.onFragment(rec); }
     },
   });
   stream.start();
@@ -155,8 +162,10 @@ function startCompat() {
   // Native HLS where the browser has no MSE (iPhones before iOS 17.1) or when asked for
   // (?hls=native). With MSE the own part follower wins: Chromium's native player, for one,
   // stays HOLD-BACK (3 s) behind, while the follower plays parts as they are cut.
+  // `?hls=native` is honoured even where canPlayType says '' (WebKitGTK plays HLS through
+  // GStreamer's hlsdemux yet answers '' for the HLS types): the engine is asked, not guessed.
   const hls = params.get('hls');
-  if (nativeHls() && (hls === 'native' || (!mseAvailable() && hls !== 'parts'))) {
+  if (!noNativeHls && (hls === 'native' || (nativeHls() && !mseAvailable() && hls !== 'parts'))) {
     S.submode = 'native HLS';
     video.src = `${BASE}/hls/stream.m3u8`;
     video.play().catch(() => {});
@@ -180,6 +189,14 @@ function startCompat() {
     let retry = null;
     const onError = () => {
       noteError(video.error ? `video error ${video.error.code}` : 'video error');
+      if (!nativeHls() && mseAvailable() && S.firstFrameMs === null) {
+        // asked for, but the engine has no HLS player after all (WebKitGTK without
+        // WEBKIT_GST_ENABLE_HLS_SUPPORT=1): the part follower instead of a black page
+        noteError('no native HLS in this browser: playing LL-HLS parts');
+        noNativeHls = true;
+        setTimeout(() => switchTo('compat'), 0);
+        return;
+      }
       clearTimeout(retry);
       retry = setTimeout(() => { video.src = `${BASE}/hls/stream.m3u8`; readOrigin(); video.play().catch(() => {}); }, 1000);
     };
@@ -199,11 +216,13 @@ function startCompat() {
   const player = new MsePlayer(video, {
     lagMs: num('lag') ?? 150, slackMs: num('slack'), safetyMs: num('safety'),
     onFatal: noteError,
+    onError: noteError,
     onNeedRestart: () => { follower.stop(); follower.start(); },
+    onSuspend: () => follower.stop(),
   });
   const follower = new LlHlsFollower(`${BASE}/hls/`, {
     onInit: (b, fresh) => player.onInit(b, fresh),
-    onFragment: (b) => player.onFragment(b),
+    onFragment: (b) => { fragmentArrived(); player.onFragment(b); },
     onBytes: countBytes,
     onConnect: () => { S.connections++; },
     onError: noteError,
@@ -214,14 +233,19 @@ function startCompat() {
     captureNow: () => player.captureAt(video.currentTime),
     dropped: () => player.dropped(),
     size: () => [video.videoWidth, video.videoHeight],
+    nudge: () => player.nudge(),
+    suspended: () => !player.streaming,
     player,
   };
 }
 
 let autoMode = true;
+let modeStartedAt = 0;
+let noNativeHls = false;
 
 function switchTo(mode) {
   if (current) current.stop();
+  modeStartedAt = performance.now();
   S.mode = mode;
   S.submode = '';
   S.latencyMs = null;
@@ -273,7 +297,106 @@ function updateStatus() {
 }
 setInterval(updateStatus, 500);
 
+// --- stall watchdog --------------------------------------------------------------------------
+//
+// A picture that stopped while media keeps arriving is a stuck player, whatever the engine and
+// whatever the cause (a WebKit MediaSource that closed after a seek during its preroll, see
+// mse.js; a decoder that died without a word). Stage 1, after STALL_MS without a new picture:
+// jump to the live edge and play (MSE modes; cheap, no reconnect). Stage 2, NUDGE_MS later and
+// still nothing: start the mode over (a new MediaSource or decoder, a new connection from the
+// server's newest IDR), which shows a picture again within a few hundred ms: back within 2 s of
+// the stall. Never while the page is hidden (no frames are presented), the camera is offline,
+// no fragments come (a heartbeat is no media; a source or network that stopped stops both), or
+// ManagedMediaSource asked us to stop streaming. When fragments start to flow (the mode started,
+// a reconnect) the first picture may take START_MS (a media pipeline starts slowly). Each
+// new episode waits at least `backoff` after the last action, doubled per action up to MAX_BACKOFF_MS
+// and reset after STEADY_MS of steady pictures: a device too slow to keep up (a starved CPU
+// presents frames late, which looks like a stall) is not thrashed with restarts.
+const STALL_MS = 900;
+const NUDGE_MS = 700;
+const START_MS = 2500;
+const STEADY_MS = 10000;
+const MAX_BACKOFF_MS = 20000;
+const W = {
+  stage: 0, stageAt: 0, lastAction: -Infinity, backoff: 0, steadySince: 0, lastFragment: 0, flowSince: 0,
+  visibleAt: 0, lastCT: 0, movedAt: 0,
+};
+document.addEventListener('visibilitychange', () => { W.visibleAt = performance.now(); W.stage = 0; });
+
+// A media fragment reached the player (either mode's stream, or an LL-HLS part).
+function fragmentArrived() {
+  const now = performance.now();
+  if (now - W.lastFragment > 1000) W.flowSince = now; // the flow (re)started
+  W.lastFragment = now;
+}
+
+function stallWatchdog() {
+  const now = performance.now();
+  if (document.hidden) W.visibleAt = now; // (the tick may run before visibilitychange's listener)
+  // The <video>'s playhead moving on by itself (not a seek) is progress too: an engine short of
+  // CPU presents few pictures but plays on (its clock runs, late frames are dropped), and
+  // restarting it would only cost more. The frozen picture had its playhead stopped as well.
+  if (S.mode !== 'webcodecs') {
+    const ct = video.currentTime;
+    if (!video.seeking && !video.paused && ct > W.lastCT && ct - W.lastCT < 1) W.movedAt = now;
+    W.lastCT = ct;
+  }
+  const progressAt = S.mode === 'webcodecs' ? S.lastFrameAt : Math.max(S.lastFrameAt, W.movedAt);
+  const since = Math.max(modeStartedAt, W.flowSince, W.visibleAt);
+  const lastPicture = Math.max(progressAt, since);
+  const pictureInFlow = progressAt > since;
+  const limit = pictureInFlow ? STALL_MS : START_MS;
+  if (now - S.lastFrameAt > 250) W.steadySince = now;
+  if (now - W.steadySince > STEADY_MS) W.backoff = 0;
+  // media still arriving, and for most of the stall the picture has stood still
+  const flowing = now - W.lastFragment < 400 && W.lastFragment - lastPicture > 0.7 * limit;
+  const idle = !current || document.hidden || S.offline || !flowing
+    || (current.suspended && current.suspended()) || S.submode === 'native HLS';
+  const stalledMs = Math.round(now - lastPicture);
+  if (idle || stalledMs < limit) { W.stage = 0; return; }
+  if (W.stage === 0 && now - W.lastAction < W.backoff) return; // a new episode waits its turn
+  const act = (stage) => {
+    S.recoveries.push({ at: Math.round(now), stage, stalledMs });
+    if (S.recoveries.length > 50) S.recoveries.shift();
+    W.lastAction = now;
+    W.backoff = Math.min(MAX_BACKOFF_MS, Math.max(1000, W.backoff * 2));
+  };
+  if (W.stage === 0 && current.nudge && current.nudge()) {
+    act(1);
+    W.stage = 1;
+    W.stageAt = now;
+  } else if (W.stage === 0 || now - W.stageAt >= NUDGE_MS) {
+    act(2);
+    W.stage = 0;
+    switchTo(S.mode);
+  }
+}
+setInterval(stallWatchdog, 100);
+
+// The device line (an image built for a board: /api/status's optional `device` object): the
+// version, the A/B slot it booted from, the last update, and a failed setup in plain view.
+// Absent (pinhole run by hand) or malformed: nothing shown.
+function showDevice(d) {
+  const el = $('device');
+  const str = (x) => (typeof x === 'string' && x ? x : null);
+  if (!d || typeof d !== 'object') { el.hidden = true; return; }
+  const parts = [];
+  if (str(d.version)) parts.push(`pinhole ${d.version}`);
+  if (d.slot === 'A' || d.slot === 'B') parts.push(`slot ${d.slot}`);
+  if (str(d.last_update)) parts.push(`updated ${d.last_update}`);
+  el.textContent = parts.join(' · ');
+  if (str(d.setup_error)) {
+    const e = document.createElement('span');
+    e.className = 'error';
+    e.textContent = `setup failed: ${d.setup_error}`;
+    if (parts.length) el.append(' · ');
+    el.append(e);
+  }
+  el.hidden = !el.childNodes.length;
+}
+
 new StatusPoller((s) => {
+  if (s.status) showDevice(s.status.device);
   S.offline = !s.online;
   S.offlineMessage = s.message;
   if (s.online && S.firstFrameMs === null) showMessage('');
@@ -348,6 +471,8 @@ $('snapshot').addEventListener('click', () => {
   }, 'image/png');
 });
 S.snapshot = snapshotCanvas;
+S.mediaSource = () => (current && current.player ? current.player.ms : null);
+S.state = () => (current && current.player && current.player.state ? current.player.state() : null);
 S.clock = clock;
 
 // --- start -----------------------------------------------------------------------------------

@@ -11,10 +11,21 @@
 // `?trim=rate|jump` overrides the choice. A player far behind (a background tab, a stall) jumps
 // to TARGET behind the end at once, in either way. Data further behind the playhead than
 // KEEP_BEHIND_S is removed.
+//
+// WebKit (Safari, WebKitGTK) keeps a margin of its own: its MediaSource reports
+// HAVE_FUTURE_DATA only while the buffered range runs more than its time fudge factor
+// (2002/24000 s ≈ 83 ms, WebCore's MediaSource) past currentTime; below that the element waits
+// for data, the picture stops until the next append and a frame or two is lost. With jump
+// trimming (WebKit's default) SAFETY therefore defaults to WEBKIT_SAFETY_MS, just above the fudge
+// factor, and TARGET to WEBKIT_LAG_MS: trimming that takes the margin under the fudge factor is
+// what cost WebKit pictures (~22 a second) without making it earlier.
 
 import { find, parseInit, parsePrft } from './mp4.js';
 
 const FAR_BEHIND_S = 1.0;
+const HAVE_CURRENT_DATA = 2;
+const WEBKIT_SAFETY_MS = 95;
+const WEBKIT_LAG_MS = 125;
 const KEEP_BEHIND_S = 6;
 const WINDOW_MS = 3000;
 // Rate trimming: 10 % faster while the slack is above the band, back to 1 within 5 ms of it.
@@ -32,13 +43,14 @@ export class MsePlayer {
   constructor(video, opts = {}) {
     this.video = video;
     this.opts = opts;
-    this.targetS = (opts.lagMs ?? 90) / 1000;
-    this.safetyS = (opts.safetyMs ?? 20) / 1000;
     // 'rate' trims slack by playing a little faster; 'jump' by seeking (Safari re-buffers on
     // every playbackRate change). Default: jump in Safari (and wherever ManagedMediaSource is
     // the only choice), rate elsewhere. A rate change costs nothing, so rate trims sooner.
     this.trim = opts.trim === 'rate' || opts.trim === 'jump' ? opts.trim : defaultTrim();
-    this.slackS = (opts.slackMs ?? (this.trim === 'rate' ? 10 : 35)) / 1000;
+    const jump = this.trim === 'jump';
+    this.targetS = (opts.lagMs ?? (jump ? WEBKIT_LAG_MS : 90)) / 1000;
+    this.safetyS = (opts.safetyMs ?? (jump ? WEBKIT_SAFETY_MS : 20)) / 1000;
+    this.slackS = (opts.slackMs ?? (jump ? 35 : 10)) / 1000;
     this.catchUpRate = opts.catchUpRate > 1 && opts.catchUpRate <= 2 ? opts.catchUpRate : CATCH_UP_RATE;
     this.ms = null;
     this.sb = null;
@@ -54,6 +66,33 @@ export class MsePlayer {
     this.streaming = true;
     this.generation = 0;
     this.errors = [];
+    this.events = []; // the last few things the player did, for pinhole.state() and the tests
+    this.lastErrorRestart = 0;
+    // A media error ends the MediaSource (it closes): start over with a new one and a new
+    // connection, which begins at the server's newest IDR, instead of a frozen picture.
+    this.onVideoError = () => {
+      if (!this.url) return; // not our source (the page is switching modes)
+      const e = this.video.error;
+      this.error(`media error ${e ? `${e.code} ${e.message}` : ''}`);
+      this.teardown();
+      this.codec = null;
+      const wait = Math.max(0, this.lastErrorRestart + 1000 - performance.now());
+      clearTimeout(this.errorTimer);
+      this.errorTimer = setTimeout(() => { this.lastErrorRestart = performance.now(); this.opts.onNeedRestart?.(); }, wait);
+    };
+    video.addEventListener('error', this.onVideoError);
+  }
+
+  // An error the page should know of (window.pinhole.errors, through opts.onError).
+  error(m) {
+    this.errors.push(m);
+    if (this.errors.length > 50) this.errors.shift();
+    this.opts.onError?.(m);
+  }
+
+  event(m) {
+    this.events.push(`${Math.round(performance.now())} ${m}`);
+    if (this.events.length > 30) this.events.shift();
   }
 
   static supported() {
@@ -80,6 +119,7 @@ export class MsePlayer {
       const p = this.pendingInit;
       this.pendingInit = null;
       const start = firstDts(copy) / p.info.timescale;
+      this.event(`pendingInit fresh=${p.fresh} start=${start} end=${this.bufferedEnd()}`);
       if (p.fresh && (start < this.bufferedEnd() - 0.5 || start > this.bufferedEnd() + 30)) {
         this.rebuild(p.info, p.bytes); // pinhole restarted: a new timeline
       } else {
@@ -98,6 +138,7 @@ export class MsePlayer {
   }
 
   rebuild(info, initBytes) {
+    this.event(`rebuild ${info.codec}`);
     this.teardown();
     const gen = ++this.generation;
     this.codec = info.codec;
@@ -106,6 +147,7 @@ export class MsePlayer {
     this.times = [];
     this.margins = [];
     this.started = false;
+    this.streaming = true; // a new MediaSource wants data until it says otherwise
     const Managed = window.ManagedMediaSource;
     const MS = Managed || window.MediaSource;
     const ms = new MS();
@@ -113,26 +155,46 @@ export class MsePlayer {
     if (Managed) {
       // iOS: without this, ManagedMediaSource never opens (AirPlay needs an HLS alternative).
       this.video.disableRemotePlayback = true;
+      // Only this MediaSource's events count. A ManagedMediaSource that closes fires
+      // endstreaming (WebKit: monitorSourceBuffers → isClosed → setStreaming(false)), and the
+      // one a reconnect discards (pinhole restarted: a new timeline, a new MediaSource) closes
+      // just as the new one starts: its late endstreaming used to switch the new one's
+      // streaming off for good — the other way the picture froze after a restart.
       ms.addEventListener('startstreaming', () => {
+        if (gen !== this.generation) return;
+        this.event('startstreaming');
         if (!this.streaming) {
           this.streaming = true;
           this.opts.onNeedRestart?.();
         }
       });
-      ms.addEventListener('endstreaming', () => { this.streaming = false; });
+      ms.addEventListener('endstreaming', () => {
+        if (gen !== this.generation) return;
+        this.event('endstreaming');
+        // The engine wants no more data for now (enough buffered, a policy, memory): stop
+        // fetching, not only appending. startstreaming reconnects at the server's newest IDR
+        // and the first append jumps to the live edge: no debt to play off.
+        if (!this.streaming) return;
+        this.streaming = false;
+        this.opts.onSuspend?.();
+      });
     }
+    ms.addEventListener('sourceclose', () => this.event(`sourceclose${gen !== this.generation ? ' (old)' : ''}`));
     ms.addEventListener('sourceopen', () => {
       if (gen !== this.generation) return;
       this.opts.onMark?.('sourceopen');
+      this.event('sourceopen');
       try {
         const sb = ms.addSourceBuffer(`video/mp4; codecs="${info.codec}"`);
         sb.mode = 'segments';
         sb.addEventListener('updateend', () => this.afterUpdate(gen));
-        sb.addEventListener('error', () => this.errors.push('SourceBuffer error'));
+        // the first picture of a preroll is up: the live-edge control may seek now
+        this.video.addEventListener('loadeddata', () => this.afterUpdate(gen), { once: true });
+        sb.addEventListener('error', () => this.error('SourceBuffer error'));
         this.sb = sb;
         this.pump();
       } catch (e) {
-        this.errors.push(`addSourceBuffer: ${e.message}`);
+        this.errors.push(`addSourceBuffer: ${e.message}`); // onFatal tells the page
         this.opts.onFatal?.(e);
       }
     }, { once: true });
@@ -150,14 +212,53 @@ export class MsePlayer {
   }
 
   destroy() {
+    clearTimeout(this.errorTimer);
+    this.video.removeEventListener('error', this.onVideoError);
     this.teardown();
     this.video.removeAttribute('src');
     this.video.load();
   }
 
+  // The stall watchdog's first step (app.js): to the live edge, and play. False when there is
+  // nothing to nudge (no open MediaSource, its SourceBuffer gone, nothing buffered): the
+  // watchdog then starts over at once.
+  nudge() {
+    const v = this.video;
+    let b = null;
+    try { b = this.sb && this.ms && this.ms.readyState === 'open' ? this.sb.buffered : null; } catch { b = null; }
+    if (!this.started || !b || !b.length) return false;
+    this.event('nudge');
+    v.currentTime = Math.max(b.start(b.length - 1), b.end(b.length - 1) - this.targetS);
+    if (v.playbackRate === 0) v.playbackRate = 1;
+    this.jumps++;
+    this.margins = [];
+    v.play().catch(() => {});
+    return true;
+  }
+
+  // What the engine says, for tests and for a look from the console (pinhole.state()).
+  state() {
+    const v = this.video;
+    const ranges = [];
+    let b = null;
+    try { b = this.sb ? this.sb.buffered : null; } catch (e) { ranges.push(String(e.name)); }
+    for (let i = 0; b && i < b.length; i++) ranges.push([b.start(i), b.end(i)]);
+    return {
+      rebuilds: this.generation, msState: this.ms ? this.ms.readyState : null, events: this.events,
+      currentTime: v.currentTime, readyState: v.readyState, error: v.error ? `${v.error.code} ${v.error.message}` : null, paused: v.paused, seeking: v.seeking,
+      playbackRate: v.playbackRate, duration: this.ms ? this.ms.duration : null, buffered: ranges,
+      updating: this.sb ? this.sb.updating : null, mediaBuffered: [...Array(v.buffered.length).keys()].map((i) => [v.buffered.start(i), v.buffered.end(i)]), queued: this.queue.length, streaming: this.streaming,
+      trim: this.trim, started: !!this.started,
+    };
+  }
+
   bufferedEnd() {
-    const b = this.sb ? this.sb.buffered : null;
-    return b && b.length ? b.end(b.length - 1) : 0;
+    try {
+      const b = this.sb ? this.sb.buffered : null;
+      return b && b.length ? b.end(b.length - 1) : 0;
+    } catch {
+      return 0; // the SourceBuffer went with its MediaSource (a media error): the error path restarts
+    }
   }
 
   pump() {
@@ -173,7 +274,7 @@ export class MsePlayer {
         this.queue.unshift(item);
         this.queue.unshift({ remove: [0, Math.max(0, t - 1)] });
       } else {
-        this.errors.push(`append: ${e.message}`);
+        this.errors.push(`append: ${e.message}`); // onFatal tells the page
         this.opts.onFatal?.(e);
       }
     }
@@ -191,16 +292,35 @@ export class MsePlayer {
   afterUpdate(gen) {
     if (gen !== this.generation || !this.sb) return;
     const v = this.video;
-    const b = this.sb.buffered;
+    let b;
+    try {
+      b = this.sb.buffered;
+    } catch {
+      return; // removed with its MediaSource (a media error): onVideoError starts over
+    }
     if (b.length) {
       const end = b.end(b.length - 1);
       const start = b.start(b.length - 1);
       const t = v.currentTime;
       const now = performance.now();
-      if (!this.started || t < start || end - t > FAR_BEHIND_S) {
+      if (v.readyState < HAVE_CURRENT_DATA && t >= start && t <= end) {
+        // The engine is prerolling from data at the playhead: no seek until its first picture
+        // is up ('loadeddata' brings us back here). This is what a stream that has just begun
+        // needs (pinhole started or restarted: the first fragment sits at media time 0, where
+        // a new MediaSource's playhead already is, and the next ones may come in a burst):
+        // WebKit's GStreamer pipeline fails a seek that flushes it while it pushes its first
+        // samples ("Failed to push buffer", MEDIA_ERR_SRC_NOT_SUPPORTED, the MediaSource
+        // closes), which was the picture frozen at currentTime 0.01. A viewer joining a stream
+        // that runs is not affected: its first fragment starts past the playhead, so nothing is
+        // prerolled before the first seek.
+        if (!this.started) this.event(`no seek at start: t ${t} in [${start},${end}] readyState ${v.readyState}`);
+        this.started = true;
+        this.margins = [];
+      } else if (!this.started || t < start || end - t > FAR_BEHIND_S) {
         // start, a gap (the source was away), or far behind: to the live edge now
         if (end - start > 0) {
           this.opts.onMark?.('seek');
+          this.event(`seek ${t} -> ${Math.max(start, end - this.targetS)} [${start},${end}]`);
           v.currentTime = Math.max(start, end - this.targetS);
           if (this.started) this.jumps++;
           this.started = true;
