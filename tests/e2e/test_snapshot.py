@@ -155,6 +155,8 @@ def test_the_decoder_stops_after_the_quiet_period(pinhole, ffmpeg):
     ph.wait_video(fragments=2)
     code, _, _, _ = get(ph.port, "/api/snapshot.jpg")
     assert code == 200 and snap_status(ph)["decoder_warm"] is True
+    # The decoder follows the stream for FOLLOW (2 s) after a request, then pauses.
+    time.sleep(2.5)
     frames = snap_status(ph)["frames_decoded"]
     time.sleep(3)
     s = snap_status(ph)

@@ -19,7 +19,7 @@
 //! `/dev/video10`, Jetson's NVDEC) are not used yet.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,6 +58,8 @@ struct Gop {
     /// The GOP outgrew [`MAX_GOP_FRAMES`]: nothing is kept until the next IDR.
     overflow: bool,
     next_seq: u64,
+    /// Counts [`Tap::wake`] calls.
+    wakes: u64,
     newest_at: Option<Instant>,
 }
 
@@ -65,6 +67,8 @@ struct Gop {
 #[derive(Debug, Default)]
 pub struct Tap {
     gop: Mutex<Gop>,
+    /// Signalled for every frame pushed and by [`Tap::wake`].
+    changed: Condvar,
 }
 
 /// What a decoder must do to reach the newest frame.
@@ -112,6 +116,45 @@ impl Tap {
             capture_unix_us,
             nals: au.nals.clone(),
         });
+        drop(g);
+        self.changed.notify_all();
+    }
+
+    /// Wakes a decoder thread waiting in [`wait_newer`](Self::wait_newer) or
+    /// [`wait_woken`](Self::wait_woken).
+    fn wake(&self) {
+        if let Ok(mut g) = self.gop.lock() {
+            g.wakes += 1;
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits up to `timeout` for a frame newer than `have`; returns the GOP and newest frame.
+    fn wait_newer(&self, have: Option<u64>, timeout: Duration) -> Option<(u64, u64)> {
+        let g = self.gop.lock().ok()?;
+        let newer = |g: &Gop| {
+            g.frames
+                .last()
+                .filter(|f| have.is_none_or(|h| f.seq > h))
+                .map(|f| (g.id, f.seq))
+        };
+        if let Some(n) = newer(&g) {
+            return Some(n);
+        }
+        let (g, _) = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| newer(g).is_none())
+            .ok()?;
+        newer(&g)
+    }
+
+    /// Waits up to `timeout` for [`wake`](Self::wake).
+    fn wait_woken(&self, timeout: Duration) {
+        let Ok(g) = self.gop.lock() else { return };
+        let seen = g.wakes;
+        let _ = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| g.wakes == seen);
     }
 
     /// The source run ended: what the tap holds belongs to a stream that is gone.
@@ -243,7 +286,7 @@ struct Warm {
     decoder: openh264::decoder::Decoder,
     gop: u64,
     seq: Option<u64>,
-    picture: Option<Picture>,
+    picture: Option<Arc<Picture>>,
 }
 
 #[derive(Debug, Clone)]
@@ -254,10 +297,20 @@ struct Cached {
     done_at: Instant,
 }
 
-#[derive(Default)]
-struct Work {
-    warm: Option<Warm>,
-    cache: Option<Cached>,
+/// What the decoder thread has reached, for the requests that wait on it.
+#[derive(Debug, Clone, Default)]
+struct Reached {
+    /// The newest tap frame the decoder has been given (or skipped, after a failure).
+    seq: Option<u64>,
+    picture: Option<Arc<Picture>>,
+    /// Why the frames up to `seq` gave no picture; cleared by the next good one.
+    error: Option<String>,
+}
+
+/// The decoder thread of a warm decoder.
+struct Worker {
+    stop: Arc<AtomicBool>,
+    reached: tokio::sync::watch::Receiver<Reached>,
 }
 
 /// Counters for `/api/status` and `/metrics`.
@@ -266,23 +319,18 @@ pub struct SnapshotCounters {
     /// Whether a decoder is running (warm).
     pub decoder_warm: bool,
     pub requests: u64,
-    /// Decode passes: one per request that needed a newer picture (cold or warm).
+    /// Pictures encoded to JPEG: one per request that found no JPEG of the newest picture.
     pub decodes: u64,
     /// Decoders started (the first request, or the first after the idle time).
     pub cold_starts: u64,
     pub frames_decoded: u64,
-    /// Requests answered with a JPEG another request's decode made.
+    /// Requests answered with a JPEG another request's encode made.
     pub shared: u64,
     pub unavailable: u64,
 }
 
-/// One camera's snapshot service.
-pub struct Snapshots {
-    tap: Arc<Tap>,
-    status: Arc<Status>,
-    idle: Duration,
-    work: tokio::sync::Mutex<Work>,
-    last_request: Mutex<Option<Instant>>,
+#[derive(Debug, Default)]
+struct Counters {
     warm: AtomicBool,
     requests: AtomicU64,
     decodes: AtomicU64,
@@ -291,6 +339,27 @@ pub struct Snapshots {
     shared: AtomicU64,
     unavailable: AtomicU64,
 }
+
+/// One camera's snapshot service.
+///
+/// While requests keep coming (the last within [`FOLLOW`]) a decoder thread follows the
+/// stream frame by frame, so a request waits for at most one frame's decode and the JPEG
+/// encode; between bursts it pauses (a decoder that pauses catches up from where it was, or
+/// from a newer IDR), and after the idle time it is dropped.
+pub struct Snapshots {
+    tap: Arc<Tap>,
+    status: Arc<Status>,
+    idle: Duration,
+    counters: Arc<Counters>,
+    worker: Mutex<Option<Worker>>,
+    last_request: Arc<Mutex<Option<Instant>>>,
+    cache: tokio::sync::Mutex<Option<Cached>>,
+}
+
+/// A decoder follows the stream while the last request is this recent; after that it waits.
+pub const FOLLOW: Duration = Duration::from_secs(2);
+/// The longest a request waits for the decoder to reach the newest frame.
+const CATCHUP_LIMIT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Snapshots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -306,28 +375,24 @@ impl Snapshots {
             tap,
             status,
             idle,
-            work: tokio::sync::Mutex::new(Work::default()),
-            last_request: Mutex::new(None),
-            warm: AtomicBool::new(false),
-            requests: AtomicU64::new(0),
-            decodes: AtomicU64::new(0),
-            cold_starts: AtomicU64::new(0),
-            frames_decoded: AtomicU64::new(0),
-            shared: AtomicU64::new(0),
-            unavailable: AtomicU64::new(0),
+            counters: Arc::new(Counters::default()),
+            worker: Mutex::new(None),
+            last_request: Arc::new(Mutex::new(None)),
+            cache: tokio::sync::Mutex::new(None),
         })
     }
 
     pub fn counters(&self) -> SnapshotCounters {
+        let c = &self.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SnapshotCounters {
-            decoder_warm: self.warm.load(Ordering::Relaxed),
-            requests: n(&self.requests),
-            decodes: n(&self.decodes),
-            cold_starts: n(&self.cold_starts),
-            frames_decoded: n(&self.frames_decoded),
-            shared: n(&self.shared),
-            unavailable: n(&self.unavailable),
+            decoder_warm: c.warm.load(Ordering::Relaxed),
+            requests: n(&c.requests),
+            decodes: n(&c.decodes),
+            cold_starts: n(&c.cold_starts),
+            frames_decoded: n(&c.frames_decoded),
+            shared: n(&c.shared),
+            unavailable: n(&c.unavailable),
         }
     }
 
@@ -354,7 +419,7 @@ impl Snapshots {
         family(
             "decodes_total",
             "counter",
-            "Snapshot decode passes.",
+            "Snapshot pictures encoded to JPEG.",
             c.decodes,
         );
         family(
@@ -372,7 +437,7 @@ impl Snapshots {
         family(
             "shared_total",
             "counter",
-            "Snapshot requests served by another request's decode.",
+            "Snapshot requests served by another request's encode.",
             c.shared,
         );
         family(
@@ -390,11 +455,18 @@ impl Snapshots {
             Ok(t) => t.is_some_and(|t| t.elapsed() >= self.idle),
             Err(_) => true,
         };
-        if quiet && self.warm.load(Ordering::Relaxed) {
-            let mut w = self.work.lock().await;
-            w.warm = None;
-            w.cache = None;
-            self.warm.store(false, Ordering::Relaxed);
+        if !quiet {
+            return;
+        }
+        let stopped = match self.worker.lock() {
+            Ok(mut w) => w.take(),
+            Err(_) => None,
+        };
+        if let Some(w) = stopped {
+            w.stop.store(true, Ordering::Relaxed);
+            self.tap.wake();
+            *self.cache.lock().await = None;
+            self.counters.warm.store(false, Ordering::Relaxed);
             tracing::info!(
                 "snapshot decoder stopped after {} s without requests",
                 self.idle.as_secs()
@@ -415,61 +487,104 @@ impl Snapshots {
         });
     }
 
+    /// The running decoder's progress, starting one (a cold start) if none runs.
+    fn follow(&self) -> Result<tokio::sync::watch::Receiver<Reached>, String> {
+        let mut slot = self
+            .worker
+            .lock()
+            .map_err(|_| "snapshot worker lock poisoned".to_string())?;
+        if let Some(w) = slot.as_ref() {
+            return Ok(w.reached.clone());
+        }
+        let (tx, rx) = tokio::sync::watch::channel(Reached::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tap, counters, last, stop2) = (
+            self.tap.clone(),
+            self.counters.clone(),
+            self.last_request.clone(),
+            stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name("snapshot-decode".into())
+            .spawn(move || decode_loop(&tap, &counters, &last, &stop2, &tx))
+            .map_err(|e| format!("cannot start the snapshot decoder thread: {e}"))?;
+        self.counters.warm.store(true, Ordering::Relaxed);
+        *slot = Some(Worker {
+            stop,
+            reached: rx.clone(),
+        });
+        Ok(rx)
+    }
+
     /// A JPEG of the newest frame.
     pub async fn take(&self, opts: Options) -> Result<Jpeg, Refused> {
         let asked = Instant::now();
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let c = &self.counters;
+        c.requests.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut t) = self.last_request.lock() {
             *t = Some(asked);
         }
         if let Err(why) = self.check_live() {
-            self.unavailable.fetch_add(1, Ordering::Relaxed);
+            c.unavailable.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Unavailable(why));
         }
-        let mut work = self.work.lock().await;
-        let newest = self.tap.newest().map(|(seq, _)| seq);
-        if let Some(c) = &work.cache {
-            // Another request's decode finished after this one was asked (it waited for that
-            // decode), or nothing newer came since: share its picture.
-            if c.opts == opts && (c.done_at >= asked || Some(c.seq) == newest) {
-                self.shared.fetch_add(1, Ordering::Relaxed);
-                return Ok(c.jpeg.clone());
-            }
-        }
-        let mut warm = work.warm.take();
-        let tap = self.tap.clone();
-        let (result, warm_back, stats) = tokio::task::spawn_blocking(move || {
-            let mut stats = Stats::default();
-            let r = decode_newest(&tap, &mut warm, &mut stats)
-                .and_then(|p| encode(p, opts).map(|j| (p.seq, j)));
-            (r, warm, stats)
+        let target = self.tap.newest().map_or(0, |(seq, _)| seq);
+        let mut rx = self.follow().map_err(Refused::Failed)?;
+        // A paused decoder goes on at once.
+        self.tap.wake();
+        let waited = tokio::time::timeout(CATCHUP_LIMIT, async {
+            // The watch's guard is not Send: clone out of it before the next await.
+            rx.wait_for(|r| r.seq.is_some_and(|s| s >= target))
+                .await
+                .map(|r| r.clone())
         })
-        .await
-        .unwrap_or_else(|e| {
-            (
-                Err(format!("snapshot task failed: {e}")),
-                None,
-                Stats::default(),
-            )
-        });
-        self.warm.store(warm_back.is_some(), Ordering::Relaxed);
-        work.warm = warm_back;
-        self.decodes.fetch_add(1, Ordering::Relaxed);
-        self.cold_starts.fetch_add(stats.cold, Ordering::Relaxed);
-        self.frames_decoded
-            .fetch_add(stats.frames, Ordering::Relaxed);
-        match result {
-            Ok((seq, jpeg)) => {
-                work.cache = Some(Cached {
-                    seq,
-                    opts,
-                    jpeg: jpeg.clone(),
-                    done_at: Instant::now(),
-                });
-                Ok(jpeg)
+        .await;
+        let reached = match waited {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => {
+                // The thread ended (stopped by the idle timer as this request came in).
+                if let Ok(mut w) = self.worker.lock() {
+                    w.take();
+                }
+                return Err(Refused::Failed(
+                    "the snapshot decoder stopped; ask again".into(),
+                ));
             }
-            Err(e) => Err(Refused::Failed(e)),
+            Err(_) => {
+                return Err(Refused::Failed(format!(
+                    "the decoder did not reach the newest frame within {} s",
+                    CATCHUP_LIMIT.as_secs()
+                )))
+            }
+        };
+        let picture = match (reached.picture, reached.error) {
+            (Some(p), None) => p,
+            (Some(p), Some(_)) if p.seq >= target => p,
+            (_, Some(e)) => return Err(Refused::Failed(e)),
+            (None, None) => return Err(Refused::Failed("the decoder has no picture yet".into())),
+        };
+        let mut cache = self.cache.lock().await;
+        if let Some(k) = cache.as_ref() {
+            // Another request encoded after this one was asked (it waited for that encode),
+            // or encoded this very picture: share its JPEG.
+            if k.opts == opts && (k.done_at >= asked || k.seq >= picture.seq) {
+                c.shared.fetch_add(1, Ordering::Relaxed);
+                return Ok(k.jpeg.clone());
+            }
         }
+        let p = picture.clone();
+        let jpeg = tokio::task::spawn_blocking(move || encode(&p, opts))
+            .await
+            .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")))
+            .map_err(Refused::Failed)?;
+        c.decodes.fetch_add(1, Ordering::Relaxed);
+        *cache = Some(Cached {
+            seq: picture.seq,
+            opts,
+            jpeg: jpeg.clone(),
+            done_at: Instant::now(),
+        });
+        Ok(jpeg)
     }
 
     /// A camera that is not running, or whose newest frame is stale, has no snapshot.
@@ -493,6 +608,78 @@ impl Snapshots {
     }
 }
 
+/// The decoder thread: follows the tap while requests are recent, pauses otherwise, ends
+/// when told to stop. A frame the decoder refuses drops it; the next IDR starts a new one.
+fn decode_loop(
+    tap: &Tap,
+    counters: &Counters,
+    last_request: &Mutex<Option<Instant>>,
+    stop: &AtomicBool,
+    tx: &tokio::sync::watch::Sender<Reached>,
+) {
+    let mut warm: Option<Warm> = None;
+    // The newest frame decoded, or skipped in a GOP the decoder failed in.
+    let mut seen: Option<u64> = None;
+    let mut failed_gop: Option<u64> = None;
+    let mut logged: Option<String> = None;
+    let active = || {
+        last_request
+            .lock()
+            .map(|t| t.is_some_and(|t| t.elapsed() < FOLLOW))
+            .unwrap_or(false)
+    };
+    while !stop.load(Ordering::Relaxed) && !tx.is_closed() {
+        let Some((gop, newest)) = tap.wait_newer(seen, Duration::from_millis(250)) else {
+            continue;
+        };
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if !active() && tx.borrow().seq.is_some() {
+            // Nobody asked lately and the last request was answered: wait for the next one
+            // (take() wakes the tap) instead of decoding every frame.
+            tap.wait_woken(Duration::from_millis(250));
+            continue;
+        }
+        if failed_gop == Some(gop) {
+            // The decoder failed in this GOP: nothing to decode until the next IDR.
+            seen = Some(newest);
+            tx.send_modify(|r| r.seq = Some(newest));
+            continue;
+        }
+        failed_gop = None;
+        let mut stats = Stats::default();
+        let result = decode_newest(tap, &mut warm, &mut stats);
+        counters.cold_starts.fetch_add(stats.cold, Ordering::Relaxed);
+        counters
+            .frames_decoded
+            .fetch_add(stats.frames, Ordering::Relaxed);
+        match result {
+            Ok((reached, picture)) => {
+                logged = None;
+                seen = Some(reached);
+                tx.send_modify(|r| {
+                    r.seq = Some(reached);
+                    r.picture = Some(picture);
+                    r.error = None;
+                });
+            }
+            Err(e) => {
+                if logged.as_deref() != Some(e.as_str()) {
+                    tracing::warn!("snapshot decoder: {e}");
+                    logged = Some(e.clone());
+                }
+                failed_gop = Some(gop);
+                seen = Some(newest);
+                tx.send_modify(|r| {
+                    r.seq = Some(newest);
+                    r.error = Some(e);
+                });
+            }
+        }
+    }
+}
+
 fn state_word(s: SourceState) -> &'static str {
     match s {
         SourceState::Starting => "starting",
@@ -509,11 +696,12 @@ struct Stats {
 }
 
 /// Brings `warm` to the newest frame the tap has and returns that picture.
-fn decode_newest<'a>(
+/// Returns the newest frame given to the decoder and the newest picture it made.
+fn decode_newest(
     tap: &Tap,
-    warm: &'a mut Option<Warm>,
+    warm: &mut Option<Warm>,
     stats: &mut Stats,
-) -> Result<&'a Picture, String> {
+) -> Result<(u64, Arc<Picture>), String> {
     let (gop, seq) = warm.as_ref().map_or((0, None), |w| (w.gop, w.seq));
     let (frames, fresh) = match tap.catchup(gop, seq)? {
         Catchup::Continue(frames) => (frames, None),
@@ -564,11 +752,11 @@ fn decode_newest<'a>(
                 // Only the newest picture is kept: the others are decoded for their references.
                 Ok(Some(_)) if i < last => {}
                 Ok(Some(yuv)) => {
-                    w.picture = Some(Picture {
+                    w.picture = Some(Arc::new(Picture {
                         frame: to_i420(&yuv),
                         seq: f.seq,
                         capture_unix_us: f.capture_unix_us,
-                    })
+                    }))
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -584,7 +772,7 @@ fn decode_newest<'a>(
         return Err(msg);
     }
     warm.as_ref()
-        .and_then(|w| w.picture.as_ref())
+        .and_then(|w| Some((w.seq?, w.picture.clone()?)))
         .ok_or_else(|| "the decoder has no picture yet".to_string())
 }
 
