@@ -417,7 +417,7 @@ impl Backend for StandIn {
         Ok(Ready {
             capture: self.pending.iter().any(|p| p.0 <= tick),
             output: self.output_done.iter().any(|o| o.0 <= tick),
-            error: false,
+            ..Ready::default()
         })
     }
 
