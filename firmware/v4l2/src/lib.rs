@@ -29,6 +29,7 @@
 #![deny(unsafe_code)]
 
 pub mod backend;
+pub mod decoder;
 mod device;
 pub mod encoder;
 pub mod layout;
@@ -39,9 +40,10 @@ mod sys;
 pub mod standin;
 
 pub use backend::{
-    Backend, Caps, ControlInfo, Dequeued, DequeuedPlane, Format, FormatDesc, Fourcc, Fraction,
-    FrameInterval, FrameSize, PlaneFormat, Queue, Ready,
+    Backend, Caps, ControlInfo, Dequeued, DequeuedPlane, Event, Format, FormatDesc, Fourcc,
+    Fraction, FrameInterval, FrameSize, PlaneFormat, Queue, Ready, Rect,
 };
+pub use decoder::{find_h264_decoder, Decoded, Decoder};
 pub use device::V4l2Device;
 pub use encoder::{
     capture_buffer_size, Config, Encoded, Encoder, Error, Note, CID_FORCE_KEY_FRAME,
