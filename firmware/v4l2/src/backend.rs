@@ -210,7 +210,11 @@ pub struct Rect {
 
 impl fmt::Display for Rect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}x{}+{}+{}", self.width, self.height, self.left, self.top)
+        write!(
+            f,
+            "{}x{}+{}+{}",
+            self.width, self.height, self.left, self.top
+        )
     }
 }
 

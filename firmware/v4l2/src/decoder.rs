@@ -601,7 +601,11 @@ impl<B: Backend> Decoder<B> {
 
     /// Decodes one access unit (Annex B, one per buffer) queued with `timestamp_us` and
     /// returns every picture that came out so far (see [`Decoder::decode_with`]).
-    pub fn decode(&mut self, annexb_access_unit: &[u8], timestamp_us: i64) -> Result<Vec<Decoded>, Error> {
+    pub fn decode(
+        &mut self,
+        annexb_access_unit: &[u8],
+        timestamp_us: i64,
+    ) -> Result<Vec<Decoded>, Error> {
         self.decode_with(annexb_access_unit, timestamp_us, true)
     }
 
@@ -846,11 +850,7 @@ impl<B: Backend> Decoder<B> {
 
     /// Copies a dequeued CAPTURE buffer out if its picture is wanted, and queues it again.
     fn take_picture(&mut self, d: Dequeued) -> Result<(), Error> {
-        let Some(slot) = self
-            .capture
-            .as_mut()
-            .and_then(|c| c.slots.get_mut(d.index))
-        else {
+        let Some(slot) = self.capture.as_mut().and_then(|c| c.slots.get_mut(d.index)) else {
             return Err(Error::BadBuffer {
                 node: self.node.clone(),
                 why: format!("has index {}, beyond the buffers requested", d.index),
@@ -947,11 +947,7 @@ impl<B: Backend> Decoder<B> {
     }
 
     fn requeue(&mut self, index: usize) -> Result<(), Error> {
-        let Some(slot) = self
-            .capture
-            .as_mut()
-            .and_then(|c| c.slots.get_mut(index))
-        else {
+        let Some(slot) = self.capture.as_mut().and_then(|c| c.slots.get_mut(index)) else {
             return Ok(());
         };
         let planes = vec![0; slot.lengths.len().max(1)];
@@ -995,9 +991,12 @@ impl<B: Backend> Decoder<B> {
                 fourcc,
                 planes: vec![PlaneFormat::default(); n_planes],
             };
-            let got = self.backend.set_format(Queue::Capture, &want).map_err(|e| {
-                self.io_err(&format!("VIDIOC_S_FMT on the CAPTURE queue ({want})"), &e)
-            })?;
+            let got = self
+                .backend
+                .set_format(Queue::Capture, &want)
+                .map_err(|e| {
+                    self.io_err(&format!("VIDIOC_S_FMT on the CAPTURE queue ({want})"), &e)
+                })?;
             if got.fourcc != fourcc {
                 return Err(Error::FormatRefused {
                     node: self.node.clone(),
@@ -1177,7 +1176,9 @@ impl<B: Backend> Decoder<B> {
         self.eos_seen = false;
         match self.backend.decoder_command(DEC_CMD_START) {
             Ok(()) => Ok(()),
-            Err(e) if is_gone(&e) => Err(self.io_err("VIDIOC_DECODER_CMD (V4L2_DEC_CMD_START)", &e)),
+            Err(e) if is_gone(&e) => {
+                Err(self.io_err("VIDIOC_DECODER_CMD (V4L2_DEC_CMD_START)", &e))
+            }
             Err(_) => {
                 self.backend
                     .stream(Queue::Capture, false)
@@ -1274,7 +1275,11 @@ mod tests {
 
     #[test]
     fn errnos_read_as_what_to_do_and_enodev_means_gone() {
-        let e = io_err("/dev/video10", "poll", &io::Error::from_raw_os_error(libc::ENODEV));
+        let e = io_err(
+            "/dev/video10",
+            "poll",
+            &io::Error::from_raw_os_error(libc::ENODEV),
+        );
         assert!(matches!(e, Error::Gone { .. }));
         assert!(!e.is_transient());
         assert!(e.to_string().contains("decode in software"), "{e}");

@@ -348,7 +348,10 @@ impl Layout {
                 }
                 Part::Uv => {
                     let [_, u, v] = &mut out;
-                    for (r, (u, v)) in u.chunks_exact_mut(cw).zip(v.chunks_exact_mut(cw)).enumerate()
+                    for (r, (u, v)) in u
+                        .chunks_exact_mut(cw)
+                        .zip(v.chunks_exact_mut(cw))
+                        .enumerate()
                     {
                         for (pair, (a, b)) in win
                             .row(src, r)
@@ -478,9 +481,18 @@ mod tests {
         for row in 0..2 {
             buf[32 + row * 8..32 + row * 8 + 6].fill(0xdd);
         }
-        for (i, (row, col)) in [(2, 2), (2, 3), (2, 4), (2, 5), (3, 2), (3, 3), (3, 4), (3, 5)]
-            .into_iter()
-            .enumerate()
+        for (i, (row, col)) in [
+            (2, 2),
+            (2, 3),
+            (2, 4),
+            (2, 5),
+            (3, 2),
+            (3, 3),
+            (3, 4),
+            (3, 5),
+        ]
+        .into_iter()
+        .enumerate()
         {
             buf[row * 8 + col] = 1 + i as u8;
         }
@@ -532,10 +544,16 @@ mod tests {
         let l = Layout::new(&fmt(Fourcc::YU12, 4, 2, &[(8, 24)])).unwrap();
         let mut buf = vec![0xee; 24];
         l.fill(0, &p, &mut buf).unwrap();
-        assert_eq!(l.read_i420(&[&buf], all).unwrap(), [y.clone(), u.clone(), v.clone()]);
+        assert_eq!(
+            l.read_i420(&[&buf], all).unwrap(),
+            [y.clone(), u.clone(), v.clone()]
+        );
         let l = Layout::new(&fmt(Fourcc::YM12, 4, 2, &[(4, 8), (2, 2), (2, 2)])).unwrap();
         let planes: Vec<&[u8]> = vec![&y, &u, &v];
-        assert_eq!(l.read_i420(&planes, all).unwrap(), [y.clone(), u.clone(), v.clone()]);
+        assert_eq!(
+            l.read_i420(&planes, all).unwrap(),
+            [y.clone(), u.clone(), v.clone()]
+        );
         // A missing plane is too small, not a panic.
         assert!(l.read_i420(&planes[..2], all).is_err());
     }
