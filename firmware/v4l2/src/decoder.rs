@@ -637,17 +637,24 @@ impl<B: Backend> Decoder<B> {
         self.pump()?;
         let index = self.free_output(deadline)?;
         let room = self.output[index].lengths.first().copied().unwrap_or(0);
-        let Some(dst) = self
-            .backend
-            .plane_mut(Queue::Output, index, 0)
-            .and_then(|p| p.get_mut(..au.len()))
-        else {
+        if au.len() > room {
             return Err(Error::AccessUnit {
                 node: self.node.clone(),
                 why: format!(
                     "is {} bytes, more than a bitstream buffer holds ({room}; Config::bitstream_size)",
                     au.len()
                 ),
+            });
+        }
+        let Some(dst) = self
+            .backend
+            .plane_mut(Queue::Output, index, 0)
+            .and_then(|p| p.get_mut(..au.len()))
+        else {
+            return Err(Error::Ioctl {
+                node: self.node.clone(),
+                what: format!("mapping OUTPUT buffer {index}"),
+                detail: "not mapped, or shorter than the driver said".into(),
             });
         };
         dst.copy_from_slice(au);
