@@ -1,6 +1,7 @@
-//! The seam: what the encoder and a capture loop need from a V4L2 node, one method per ioctl
-//! (or per ioctl and mmap), in plain types. [`crate::V4l2Device`] implements it with real
-//! ioctls; the tests implement it with stand-in drivers (an encoder and a camera).
+//! The seam: what the encoder, the decoder and a capture loop need from a V4L2 node, one
+//! method per ioctl (or per ioctl and mmap), in plain types. [`crate::V4l2Device`] implements
+//! it with real ioctls; the tests implement it with stand-in drivers (an encoder, a decoder
+//! and a camera).
 
 use std::fmt;
 use std::io;
@@ -166,6 +167,55 @@ pub struct Ready {
     pub output: bool,
     /// `POLLERR`: a queue is in error or nothing is queued.
     pub error: bool,
+    /// `POLLPRI`: an event is pending ([`Backend::dequeue_event`]).
+    pub event: bool,
+}
+
+/// `V4L2_EVENT_EOS`: a decoder finished draining (after `V4L2_DEC_CMD_STOP`).
+pub const EVENT_EOS: u32 = 2;
+/// `V4L2_EVENT_SOURCE_CHANGE`: a decoder found the stream's format (or a new one): the
+/// CAPTURE queue must be set up (again).
+pub const EVENT_SOURCE_CHANGE: u32 = 5;
+/// `V4L2_EVENT_SRC_CH_RESOLUTION`, a bit of [`Event::changes`].
+pub const SRC_CH_RESOLUTION: u32 = 1;
+/// `V4L2_DEC_CMD_START`: resume a decoder after a drain.
+pub const DEC_CMD_START: u32 = 0;
+/// `V4L2_DEC_CMD_STOP`: drain a decoder (its last picture comes flagged `LAST`).
+pub const DEC_CMD_STOP: u32 = 1;
+/// `V4L2_SEL_TGT_CROP`.
+pub const SEL_TGT_CROP: u32 = 0x0000;
+/// `V4L2_SEL_TGT_COMPOSE`: on a decoder's CAPTURE queue, the visible part of the picture.
+pub const SEL_TGT_COMPOSE: u32 = 0x0100;
+
+/// What `VIDIOC_DQEVENT` said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Event {
+    /// `V4L2_EVENT_*` ([`EVENT_SOURCE_CHANGE`], [`EVENT_EOS`], …).
+    pub kind: u32,
+    /// `u.src_change.changes` for a source change ([`SRC_CH_RESOLUTION`]); 0 otherwise.
+    pub changes: u32,
+    /// Events still queued after this one.
+    pub pending: u32,
+    pub sequence: u32,
+}
+
+/// A `struct v4l2_rect` (`VIDIOC_G_SELECTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rect {
+    pub left: i32,
+    pub top: i32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl fmt::Display for Rect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}x{}+{}+{}",
+            self.width, self.height, self.left, self.top
+        )
+    }
 }
 
 /// `V4L2_FMT_FLAG_COMPRESSED` (`VIDIOC_ENUM_FMT`): MJPEG, H.264 and the like.
@@ -247,8 +297,9 @@ fn enotty() -> io::Error {
 /// A V4L2 node, one call per ioctl. Errors are the driver's `errno`
 /// (`io::Error::raw_os_error`); the encoder and the capture loop turn them into messages.
 ///
-/// The capture-side enumeration and parameter calls have defaults that answer `ENOTTY`, what
-/// the kernel says for an ioctl the driver lacks (the encoder never makes them).
+/// The capture-side enumeration and parameter calls, and the decoder's events, selection and
+/// commands, have defaults that answer `ENOTTY`, what the kernel says for an ioctl the driver
+/// lacks (the encoder never makes them).
 pub trait Backend {
     /// `VIDIOC_QUERYCAP` (done when the node was opened).
     fn caps(&self) -> &Caps;
@@ -330,6 +381,22 @@ pub trait Backend {
     fn query_control(&mut self, _id: u32) -> io::Result<ControlInfo> {
         Err(enotty())
     }
+    /// `VIDIOC_SUBSCRIBE_EVENT` for `kind` (`V4L2_EVENT_*`, id 0, no flags).
+    fn subscribe_event(&mut self, _kind: u32) -> io::Result<()> {
+        Err(enotty())
+    }
+    /// `VIDIOC_DQEVENT`: `Ok(None)` when no event is pending (`ENOENT`).
+    fn dequeue_event(&mut self) -> io::Result<Option<Event>> {
+        Err(enotty())
+    }
+    /// `VIDIOC_G_SELECTION` of `target` (`V4L2_SEL_TGT_*`) on `queue`.
+    fn selection(&mut self, _queue: Queue, _target: u32) -> io::Result<Rect> {
+        Err(enotty())
+    }
+    /// `VIDIOC_DECODER_CMD` with `cmd` ([`DEC_CMD_STOP`], [`DEC_CMD_START`]) and no flags.
+    fn decoder_command(&mut self, _cmd: u32) -> io::Result<()> {
+        Err(enotty())
+    }
 }
 
 /// A borrowed backend is a backend (the tests keep the stand-in driver to inspect it after
@@ -405,5 +472,17 @@ impl<B: Backend + ?Sized> Backend for &mut B {
     }
     fn query_control(&mut self, id: u32) -> io::Result<ControlInfo> {
         (**self).query_control(id)
+    }
+    fn subscribe_event(&mut self, kind: u32) -> io::Result<()> {
+        (**self).subscribe_event(kind)
+    }
+    fn dequeue_event(&mut self) -> io::Result<Option<Event>> {
+        (**self).dequeue_event()
+    }
+    fn selection(&mut self, queue: Queue, target: u32) -> io::Result<Rect> {
+        (**self).selection(queue, target)
+    }
+    fn decoder_command(&mut self, cmd: u32) -> io::Result<()> {
+        (**self).decoder_command(cmd)
     }
 }

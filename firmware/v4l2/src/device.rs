@@ -1,6 +1,6 @@
-//! [`V4l2Device`]: the [`Backend`] over a real node (a camera or an M2M encoder), through
-//! [`crate::sys`]. The struct encoding and decoding (single- and multi-planar formats,
-//! buffers, frame sizes and intervals, stream parameters, controls) are pure functions,
+//! [`V4l2Device`]: the [`Backend`] over a real node (a camera, an M2M encoder or decoder),
+//! through [`crate::sys`]. The struct encoding and decoding (single- and multi-planar formats,
+//! buffers, frame sizes and intervals, stream parameters, controls, events) are pure functions,
 //! unit-tested here; the ioctls themselves need a device, which these machines do not have.
 
 use std::fs::OpenOptions;
@@ -14,8 +14,9 @@ use nix::libc;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::backend::{
-    Backend, Caps, ControlInfo, Dequeued, DequeuedPlane, Format, FormatDesc, Fourcc, Fraction,
-    FrameInterval, FrameSize, PlaneFormat, Queue, Ready, CAP_DEVICE_CAPS,
+    Backend, Caps, ControlInfo, Dequeued, DequeuedPlane, Event, Format, FormatDesc, Fourcc,
+    Fraction, FrameInterval, FrameSize, PlaneFormat, Queue, Ready, Rect, CAP_DEVICE_CAPS,
+    EVENT_SOURCE_CHANGE,
 };
 use crate::sys::{self, BufOp, BufType, Mapping, VIDEO_MAX_PLANES};
 
@@ -319,6 +320,20 @@ pub(crate) fn dequeued_from_raw(
     }
 }
 
+/// A `v4l2_event` the driver returned: `u.src_change.changes` is read for source changes only.
+pub(crate) fn event_from_raw(e: &sys::v4l2_event) -> Event {
+    Event {
+        kind: e.type_,
+        changes: if e.type_ == EVENT_SOURCE_CHANGE {
+            get(&e.u.raw, 0)
+        } else {
+            0
+        },
+        pending: e.pending,
+        sequence: e.sequence,
+    }
+}
+
 fn einval() -> io::Error {
     io::Error::from_raw_os_error(libc::EINVAL)
 }
@@ -558,9 +573,10 @@ impl Backend for V4l2Device {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<Ready> {
+        // POLLPRI: events (a decoder's source change); none arrive unless subscribed.
         let mut fds = [PollFd::new(
             self.fd.as_fd(),
-            PollFlags::POLLIN | PollFlags::POLLOUT,
+            PollFlags::POLLIN | PollFlags::POLLOUT | PollFlags::POLLPRI,
         )];
         let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
         match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
@@ -573,7 +589,30 @@ impl Backend for V4l2Device {
             capture: r.intersects(PollFlags::POLLIN | PollFlags::POLLRDNORM),
             output: r.intersects(PollFlags::POLLOUT | PollFlags::POLLWRNORM),
             error: r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL),
+            event: r.intersects(PollFlags::POLLPRI),
         })
+    }
+
+    fn subscribe_event(&mut self, kind: u32) -> io::Result<()> {
+        sys::subscribe_event(self.fd.as_fd(), kind)
+    }
+
+    fn dequeue_event(&mut self) -> io::Result<Option<Event>> {
+        Ok(sys::dqevent(self.fd.as_fd())?.map(|e| event_from_raw(&e)))
+    }
+
+    fn selection(&mut self, queue: Queue, target: u32) -> io::Result<Rect> {
+        let r = sys::g_selection(self.fd.as_fd(), self.buf_type(queue), target)?;
+        Ok(Rect {
+            left: r.left,
+            top: r.top,
+            width: r.width,
+            height: r.height,
+        })
+    }
+
+    fn decoder_command(&mut self, cmd: u32) -> io::Result<()> {
+        sys::decoder_cmd(self.fd.as_fd(), cmd)
     }
 
     fn stream(&mut self, queue: Queue, on: bool) -> io::Result<()> {
@@ -641,6 +680,26 @@ mod tests {
         assert_eq!(get(&raw.fmt.raw, 20), 512 << 10); // pix.sizeimage
         assert_eq!(get(&raw.fmt.raw, 12), 1); // pix.field = V4L2_FIELD_NONE
         assert_eq!(format_from_raw(false, &raw), f);
+    }
+
+    #[test]
+    fn events_decode_the_source_change_bits_from_the_union() {
+        let mut e = sys::v4l2_event::zeroed();
+        e.type_ = 5; // V4L2_EVENT_SOURCE_CHANGE
+        e.u.raw[..4].copy_from_slice(&1u32.to_ne_bytes()); // V4L2_EVENT_SRC_CH_RESOLUTION
+        e.pending = 1;
+        e.sequence = 7;
+        assert_eq!(
+            event_from_raw(&e),
+            Event {
+                kind: EVENT_SOURCE_CHANGE,
+                changes: 1,
+                pending: 1,
+                sequence: 7
+            }
+        );
+        e.type_ = 2; // V4L2_EVENT_EOS: the union means nothing
+        assert_eq!(event_from_raw(&e).changes, 0);
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Where an I420 picture's bytes go in an OUTPUT buffer: the plane layout of YU12, NV12
-//! (one buffer plane) and YM12, NM12 (one buffer plane per picture plane), with the driver's
-//! `bytesperline`. Pure and checked: a buffer or picture too short is an error, never a panic.
+//! Where an I420 picture's bytes go in an encoder's OUTPUT buffer, and where a decoder's
+//! CAPTURE buffer keeps them: the plane layout of YU12, NV12 (one buffer plane) and YM12, NM12
+//! (one buffer plane per picture plane), with the driver's `bytesperline`. Pure and checked: a
+//! buffer or picture too short is an error, never a panic.
 
-use crate::backend::{Format, Fourcc};
+use crate::backend::{Format, Fourcc, Rect};
 
 /// The raw formats this crate feeds an encoder, best first: I420 as the camera path makes it,
 /// then NV12, then their multi-planar variants.
@@ -57,6 +58,8 @@ pub enum LayoutError {
         have: usize,
         need: usize,
     },
+    #[error("the visible rectangle {rect} does not lie inside the {width}x{height} picture")]
+    Visible { rect: Rect, width: u32, height: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +266,109 @@ impl Layout {
     }
 }
 
+/// Where one plane's rows are read from: `rows` lines of `line` bytes, the first at `x0`, `y0`
+/// in a plane of `stride` that starts at `offset`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    offset: usize,
+    stride: usize,
+    x0: usize,
+    y0: usize,
+    line: usize,
+    rows: usize,
+}
+
+impl Window {
+    /// The bytes a buffer plane must hold for the window (up to the end of its last line).
+    fn need(&self) -> usize {
+        if self.rows == 0 {
+            return 0;
+        }
+        self.offset + self.stride * (self.y0 + self.rows - 1) + self.x0 + self.line
+    }
+
+    fn row<'a>(&self, src: &'a [u8], r: usize) -> &'a [u8] {
+        &src[self.offset + self.stride * (self.y0 + r) + self.x0..][..self.line]
+    }
+}
+
+impl Layout {
+    /// Reads the visible part `rect` of a picture in this layout out of its buffer planes
+    /// (`planes[i]`: buffer plane `i`'s bytes from its data offset) as tightly packed I420: Y
+    /// `w*h` bytes, U and V `ceil(w/2)*ceil(h/2)` each; NV12's interleaved chroma is split.
+    pub fn read_i420(&self, planes: &[&[u8]], rect: Rect) -> Result<[Vec<u8>; 3], LayoutError> {
+        let outside = || LayoutError::Visible {
+            rect,
+            width: self.width,
+            height: self.height,
+        };
+        let left = usize::try_from(rect.left).map_err(|_| outside())?;
+        let top = usize::try_from(rect.top).map_err(|_| outside())?;
+        let (w, h) = (rect.width as usize, rect.height as usize);
+        if w == 0 || h == 0 || left + w > self.width as usize || top + h > self.height as usize {
+            return Err(outside());
+        }
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let (cx, cy) = (left / 2, top / 2);
+        let mut out = [vec![0u8; w * h], vec![0u8; cw * ch], vec![0u8; cw * ch]];
+        for s in &self.spans {
+            let src = planes.get(s.buffer_plane).copied().unwrap_or(&[]);
+            let win = match s.part {
+                Part::Y => (left, top, w, h),
+                Part::U | Part::V => (cx, cy, cw, ch),
+                Part::Uv => (2 * cx, cy, 2 * cw, ch),
+            };
+            let win = Window {
+                offset: s.offset,
+                stride: s.stride,
+                x0: win.0,
+                y0: win.1,
+                line: win.2,
+                rows: win.3,
+            };
+            if src.len() < win.need() {
+                return Err(LayoutError::TooSmall {
+                    plane: s.buffer_plane,
+                    have: src.len(),
+                    need: win.need(),
+                    width: self.width,
+                    height: self.height,
+                });
+            }
+            match s.part {
+                Part::Y | Part::U | Part::V => {
+                    let dst = &mut out[match s.part {
+                        Part::Y => 0,
+                        Part::U => 1,
+                        _ => 2,
+                    }];
+                    for (r, line) in dst.chunks_exact_mut(win.line).enumerate() {
+                        line.copy_from_slice(win.row(src, r));
+                    }
+                }
+                Part::Uv => {
+                    let [_, u, v] = &mut out;
+                    for (r, (u, v)) in u
+                        .chunks_exact_mut(cw)
+                        .zip(v.chunks_exact_mut(cw))
+                        .enumerate()
+                    {
+                        for (pair, (a, b)) in win
+                            .row(src, r)
+                            .chunks_exact(2)
+                            .zip(u.iter_mut().zip(v.iter_mut()))
+                        {
+                            *a = pair[0];
+                            *b = pair[1];
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn copy_rows(
     src: &[u8],
     src_stride: usize,
@@ -361,6 +467,95 @@ mod tests {
         let mut uv = vec![0; 4];
         l.fill(1, &p, &mut uv).unwrap();
         assert_eq!(uv, [50, 60, 51, 61]);
+    }
+
+    #[test]
+    fn nv12_with_padded_lines_and_a_crop_reads_back_as_tight_i420() {
+        // A decoder's CAPTURE buffer: 6x4 coded NV12 with lines padded to 8 bytes (0xee), a
+        // 4x2 visible rectangle at (2, 2) whose pixels are numbered; everything else is 0xdd.
+        let l = Layout::new(&fmt(Fourcc::NV12, 6, 4, &[(8, 8 * 4 + 8 * 2)])).unwrap();
+        let mut buf = vec![0xee; 8 * 6];
+        for row in 0..4 {
+            buf[row * 8..row * 8 + 6].fill(0xdd);
+        }
+        for row in 0..2 {
+            buf[32 + row * 8..32 + row * 8 + 6].fill(0xdd);
+        }
+        for (i, (row, col)) in [
+            (2, 2),
+            (2, 3),
+            (2, 4),
+            (2, 5),
+            (3, 2),
+            (3, 3),
+            (3, 4),
+            (3, 5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            buf[row * 8 + col] = 1 + i as u8;
+        }
+        // Chroma row 1, pairs 1 and 2: U 50, 51 and V 60, 61 interleaved.
+        buf[32 + 8 + 2..32 + 8 + 6].copy_from_slice(&[50, 60, 51, 61]);
+        let visible = Rect {
+            left: 2,
+            top: 2,
+            width: 4,
+            height: 2,
+        };
+        let [y, u, v] = l.read_i420(&[&buf], visible).unwrap();
+        assert_eq!(y, (1..=8).collect::<Vec<u8>>());
+        assert_eq!((u, v), (vec![50, 51], vec![60, 61]));
+        // The whole coded picture: padding never leaks in.
+        let [y, ..] = l
+            .read_i420(
+                &[&buf],
+                Rect {
+                    width: 6,
+                    height: 4,
+                    ..Rect::default()
+                },
+            )
+            .unwrap();
+        assert!(!y.contains(&0xee));
+        assert_eq!(y.len(), 24);
+        // A buffer that ends inside the last chroma line, a rectangle outside the picture.
+        let e = l.read_i420(&[&buf[..8 * 5 + 3]], visible).unwrap_err();
+        assert!(matches!(e, LayoutError::TooSmall { need: 46, .. }), "{e}");
+        let e = l
+            .read_i420(&[&buf], Rect { left: 4, ..visible })
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the visible rectangle 4x2+4+2 does not lie inside the 6x4 picture"
+        );
+    }
+
+    #[test]
+    fn yu12_and_ym12_read_back_what_fill_wrote() {
+        let (y, u, v) = pic();
+        let p = picture(&y, &u, &v);
+        let all = Rect {
+            width: 4,
+            height: 2,
+            ..Rect::default()
+        };
+        let l = Layout::new(&fmt(Fourcc::YU12, 4, 2, &[(8, 24)])).unwrap();
+        let mut buf = vec![0xee; 24];
+        l.fill(0, &p, &mut buf).unwrap();
+        assert_eq!(
+            l.read_i420(&[&buf], all).unwrap(),
+            [y.clone(), u.clone(), v.clone()]
+        );
+        let l = Layout::new(&fmt(Fourcc::YM12, 4, 2, &[(4, 8), (2, 2), (2, 2)])).unwrap();
+        let planes: Vec<&[u8]> = vec![&y, &u, &v];
+        assert_eq!(
+            l.read_i420(&planes, all).unwrap(),
+            [y.clone(), u.clone(), v.clone()]
+        );
+        // A missing plane is too small, not a panic.
+        assert!(l.read_i420(&planes[..2], all).is_err());
     }
 
     #[test]

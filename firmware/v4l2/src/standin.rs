@@ -1,5 +1,5 @@
 //! A stand-in V4L2 encoder driver, and the encoder's tests against it; [`camera`] is the
-//! stand-in capture driver.
+//! stand-in capture driver, [`decoder`] the stand-in stateful H.264 decoder.
 //!
 //! Why a stand-in: the machines this is built and tested on have no `/dev/video*` and cannot
 //! load a driver (no vivid, no v4l2loopback, and neither has an H.264 encoder anyway), so the
@@ -19,6 +19,7 @@ use std::io;
 use std::time::Duration;
 
 pub mod camera;
+pub mod decoder;
 
 use crate::backend::{
     flags, Backend, Caps, Dequeued, DequeuedPlane, Format, Fourcc, PlaneFormat, Queue, Ready,
@@ -417,7 +418,7 @@ impl Backend for StandIn {
         Ok(Ready {
             capture: self.pending.iter().any(|p| p.0 <= tick),
             output: self.output_done.iter().any(|o| o.0 <= tick),
-            error: false,
+            ..Ready::default()
         })
     }
 

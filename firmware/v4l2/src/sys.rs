@@ -1,5 +1,6 @@
 //! The kernel ABI: the `linux/videodev2.h` structs this crate passes to ioctls (capture and
-//! memory-to-memory), the ioctls themselves, `mmap` and `poll`. The only module with `unsafe` code (see `lib.rs`).
+//! memory-to-memory encoders and decoders: events, selection, decoder commands), the ioctls
+//! themselves, `mmap` and `poll`. The only module with `unsafe` code (see `lib.rs`).
 //!
 //! The structs are written out by hand (no bindgen at build time, nothing for the aarch64
 //! cross build to find) and checked against the kernel headers: the sizes at compile time on
@@ -266,6 +267,89 @@ pub struct v4l2_queryctrl {
     pub reserved: [u32; 2],
 }
 
+/// `struct v4l2_event_subscription` (`VIDIOC_SUBSCRIBE_EVENT`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct v4l2_event_subscription {
+    pub type_: u32,
+    pub id: u32,
+    pub flags: u32,
+    pub reserved: [u32; 5],
+}
+
+/// The 64-byte `u` union of `struct v4l2_event`, 8-byte aligned as in the kernel (its
+/// `v4l2_event_ctrl` member holds an `__s64`). `src_change.changes` is its first `__u32`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EventUnion {
+    pub raw: [u8; 64],
+    _align: [u64; 0],
+}
+
+/// `struct v4l2_event` (`VIDIOC_DQEVENT`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct v4l2_event {
+    pub type_: u32,
+    pub u: EventUnion,
+    pub pending: u32,
+    pub sequence: u32,
+    pub timestamp: libc::timespec,
+    pub id: u32,
+    pub reserved: [u32; 8],
+}
+
+impl v4l2_event {
+    pub fn zeroed() -> v4l2_event {
+        v4l2_event {
+            type_: 0,
+            u: EventUnion {
+                raw: [0; 64],
+                _align: [],
+            },
+            pending: 0,
+            sequence: 0,
+            timestamp: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            id: 0,
+            reserved: [0; 8],
+        }
+    }
+}
+
+/// `struct v4l2_rect`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct v4l2_rect {
+    pub left: i32,
+    pub top: i32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// `struct v4l2_selection` (`VIDIOC_G_SELECTION`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct v4l2_selection {
+    pub type_: u32,
+    pub target: u32,
+    pub flags: u32,
+    pub r: v4l2_rect,
+    pub reserved: [u32; 9],
+}
+
+/// `struct v4l2_decoder_cmd` (`VIDIOC_DECODER_CMD`): the union (`stop { __u64 pts }`,
+/// `start { __s32 speed; __u32 format }`, `raw { __u32 data[16] }`) as eight u64s.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct v4l2_decoder_cmd {
+    pub cmd: u32,
+    pub flags: u32,
+    pub data: [u64; 8],
+}
+
 // Sizes from linux/videodev2.h on LP64 (x86_64 and aarch64 measured identical). A 32-bit
 // build is not checked here (pinhole ships for aarch64); the layouts use the C types, so the
 // classic 32-bit ABI would come out right too, but that is not verified.
@@ -287,6 +371,12 @@ const _: () = {
     assert!(size_of::<v4l2_frmsizeenum>() == 44);
     assert!(size_of::<v4l2_frmivalenum>() == 52);
     assert!(size_of::<v4l2_queryctrl>() == 68);
+    assert!(size_of::<v4l2_event_subscription>() == 32);
+    assert!(size_of::<v4l2_event>() == 136);
+    assert!(std::mem::offset_of!(v4l2_event, u) == 8);
+    assert!(std::mem::offset_of!(v4l2_event, timestamp) == 80);
+    assert!(size_of::<v4l2_selection>() == 64);
+    assert!(size_of::<v4l2_decoder_cmd>() == 72);
 };
 
 mod ioctls {
@@ -308,6 +398,10 @@ mod ioctls {
     nix::ioctl_readwrite!(queryctrl, b'V', 36, v4l2_queryctrl);
     nix::ioctl_readwrite!(enum_framesizes, b'V', 74, v4l2_frmsizeenum);
     nix::ioctl_readwrite!(enum_frameintervals, b'V', 75, v4l2_frmivalenum);
+    nix::ioctl_read!(dqevent, b'V', 89, v4l2_event);
+    nix::ioctl_write_ptr!(subscribe_event, b'V', 90, v4l2_event_subscription);
+    nix::ioctl_readwrite!(g_selection, b'V', 94, v4l2_selection);
+    nix::ioctl_readwrite!(decoder_cmd, b'V', 96, v4l2_decoder_cmd);
 }
 
 /// Retries on EINTR and turns nix's errno into `io::Error`.
@@ -487,6 +581,52 @@ pub fn enum_frameintervals(fd: BorrowedFd<'_>, e: &mut v4l2_frmivalenum) -> io::
     retry(|| unsafe { ioctls::enum_frameintervals(fd.as_raw_fd(), e) })
 }
 
+/// `VIDIOC_SUBSCRIBE_EVENT` for event `type_` (id 0, no flags).
+pub fn subscribe_event(fd: BorrowedFd<'_>, type_: u32) -> io::Result<()> {
+    let sub = v4l2_event_subscription {
+        type_,
+        ..Default::default()
+    };
+    // SAFETY: valid fd; the kernel reads one kernel-sized struct without pointers from `&sub`,
+    // which lives across the call.
+    retry(|| unsafe { ioctls::subscribe_event(fd.as_raw_fd(), &sub) })
+}
+
+/// `VIDIOC_DQEVENT`: the next pending event, or `None` (`ENOENT`: nothing pending).
+pub fn dqevent(fd: BorrowedFd<'_>) -> io::Result<Option<v4l2_event>> {
+    let mut ev = v4l2_event::zeroed();
+    // SAFETY: valid fd; `ev` is a local, kernel-sized struct (size asserted above, encoded in
+    // the request number) without pointers; the kernel writes exactly that many bytes.
+    match retry(|| unsafe { ioctls::dqevent(fd.as_raw_fd(), &mut ev) }) {
+        Ok(()) => Ok(Some(ev)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `VIDIOC_G_SELECTION` of `target` on the queue of `type_` (the core accepts the
+/// multi-planar types since Linux 4.13 and passes drivers the single-planar one).
+pub fn g_selection(fd: BorrowedFd<'_>, type_: BufType, target: u32) -> io::Result<v4l2_rect> {
+    let mut sel = v4l2_selection {
+        type_: type_ as u32,
+        target,
+        ..Default::default()
+    };
+    // SAFETY: valid fd; `sel` is a local, kernel-sized struct without pointers.
+    retry(|| unsafe { ioctls::g_selection(fd.as_raw_fd(), &mut sel) })?;
+    Ok(sel.r)
+}
+
+/// `VIDIOC_DECODER_CMD` with `cmd` (`V4L2_DEC_CMD_*`) and no flags or arguments.
+pub fn decoder_cmd(fd: BorrowedFd<'_>, cmd: u32) -> io::Result<()> {
+    let mut c = v4l2_decoder_cmd {
+        cmd,
+        ..Default::default()
+    };
+    // SAFETY: valid fd; `c` is a local, kernel-sized struct without pointers.
+    retry(|| unsafe { ioctls::decoder_cmd(fd.as_raw_fd(), &mut c) })
+}
+
 /// One `mmap`ed buffer plane, unmapped on drop.
 #[derive(Debug)]
 pub struct Mapping {
@@ -589,6 +729,18 @@ mod tests {
         assert_eq!(rw(36, size_of::<v4l2_queryctrl>()), 0xc044_5624);
         assert_eq!(rw(74, size_of::<v4l2_frmsizeenum>()), 0xc02c_564a);
         assert_eq!(rw(75, size_of::<v4l2_frmivalenum>()), 0xc034_564b);
+        // The decoder's: events, selection, decoder commands (gcc with linux-libc-dev's
+        // headers on x86_64, and aarch64-linux-gnu-gcc run under qemu-aarch64: identical).
+        assert_eq!(
+            nix::request_code_read!(b'V', 89, size_of::<v4l2_event>()) as u64,
+            0x8088_5659
+        );
+        assert_eq!(
+            nix::request_code_write!(b'V', 90, size_of::<v4l2_event_subscription>()) as u64,
+            0x4020_565a
+        );
+        assert_eq!(rw(94, size_of::<v4l2_selection>()), 0xc040_565e);
+        assert_eq!(rw(96, size_of::<v4l2_decoder_cmd>()), 0xc048_5660);
     }
 
     #[test]
@@ -622,6 +774,29 @@ mod tests {
         assert_eq!(offset_of!(v4l2_queryctrl, minimum), 40);
         assert_eq!(offset_of!(v4l2_queryctrl, default_value), 52);
         assert_eq!(offset_of!(v4l2_queryctrl, flags), 56);
+        // The decoder's structs (same C program; x86_64 and aarch64 agree).
+        assert_eq!(size_of::<v4l2_event_subscription>(), 32);
+        assert_eq!(offset_of!(v4l2_event_subscription, id), 4);
+        assert_eq!(offset_of!(v4l2_event_subscription, flags), 8);
+        assert_eq!(offset_of!(v4l2_event_subscription, reserved), 12);
+        assert_eq!(size_of::<v4l2_event>(), 136);
+        assert_eq!(std::mem::align_of::<v4l2_event>(), 8);
+        assert_eq!(offset_of!(v4l2_event, u), 8);
+        assert_eq!(offset_of!(v4l2_event, pending), 72);
+        assert_eq!(offset_of!(v4l2_event, sequence), 76);
+        assert_eq!(offset_of!(v4l2_event, timestamp), 80);
+        assert_eq!(offset_of!(v4l2_event, id), 96);
+        assert_eq!(offset_of!(v4l2_event, reserved), 100);
+        assert_eq!(size_of::<v4l2_rect>(), 16);
+        assert_eq!(size_of::<v4l2_selection>(), 64);
+        assert_eq!(offset_of!(v4l2_selection, target), 4);
+        assert_eq!(offset_of!(v4l2_selection, flags), 8);
+        assert_eq!(offset_of!(v4l2_selection, r), 12);
+        assert_eq!(offset_of!(v4l2_selection, reserved), 28);
+        assert_eq!(size_of::<v4l2_decoder_cmd>(), 72);
+        assert_eq!(std::mem::align_of::<v4l2_decoder_cmd>(), 8);
+        assert_eq!(offset_of!(v4l2_decoder_cmd, flags), 4);
+        assert_eq!(offset_of!(v4l2_decoder_cmd, data), 8);
         // The union's `offset` is its first four bytes whatever the endianness.
         let mut b = v4l2_buffer::new(BufType::VideoOutput, 0);
         let mut bytes = [0u8; size_of::<c_ulong>()];
