@@ -78,6 +78,7 @@ def test_a_snapshot_shows_the_newest_frame_cold_and_warm(pinhole, tmp_path, ffmp
         if i == 0:
             s = snap_status(ph)
             assert s["decoder_warm"] and s["cold_starts"] == 1 and s["frames_decoded"] >= 1, s
+            assert s["decoder"] == "OpenH264", "no hardware decoder here: OpenH264 decodes"
         time.sleep(0.1)
     cold, warm = ages[0], ages[1:]
     s = snap_status(ph)

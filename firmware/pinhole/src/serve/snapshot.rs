@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! pipeline ─► Tap (access units since the last IDR, refcounted) ─► Snapshots ─► JPEG
-//!                                                  decoder: OpenH264, warm while asked
+//!                               decoder: V4L2 M2M (hardware) or OpenH264, warm while asked
 //! ```
 //!
 //! The [`Tap`] sees every frame as it enters the pipeline, before it is cut into a fragment:
@@ -15,8 +15,10 @@
 //! decode runs wait for it and share its picture; a picture is encoded once per size and
 //! quality.
 //!
-//! Decoding is OpenH264's, on every board: the hardware decoders (the Pi 4's
-//! `/dev/video10`, Jetson's NVDEC) are not used yet.
+//! Decoding is the board's V4L2 memory-to-memory H.264 decoder where there is one (the Pi 4's
+//! `/dev/video10`; found by `v4l2::find_h264_decoder`), OpenH264 otherwise, and OpenH264 when
+//! the hardware one cannot be opened or `PINHOLE_SNAPSHOT_SOFTWARE` is set. Jetson's NVDEC is
+//! not used (it has no V4L2 M2M node of that kind).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -283,7 +285,7 @@ struct Picture {
 }
 
 struct Warm {
-    decoder: openh264::decoder::Decoder,
+    decoder: FrameDecoder,
     gop: u64,
     seq: Option<u64>,
     picture: Option<Arc<Picture>>,
@@ -314,10 +316,12 @@ struct Worker {
 }
 
 /// Counters for `/api/status` and `/metrics`.
-#[derive(Debug, Default, Serialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, Clone, PartialEq, Eq)]
 pub struct SnapshotCounters {
     /// Whether a decoder is running (warm).
     pub decoder_warm: bool,
+    /// Which decoder the warm one is: "OpenH264", or the hardware node and its card name.
+    pub decoder: Option<String>,
     pub requests: u64,
     /// Pictures encoded to JPEG: one per request that found no JPEG of the newest picture.
     pub decodes: u64,
@@ -332,6 +336,7 @@ pub struct SnapshotCounters {
 #[derive(Debug, Default)]
 struct Counters {
     warm: AtomicBool,
+    decoder: Mutex<Option<String>>,
     requests: AtomicU64,
     decodes: AtomicU64,
     cold_starts: AtomicU64,
@@ -387,6 +392,7 @@ impl Snapshots {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SnapshotCounters {
             decoder_warm: c.warm.load(Ordering::Relaxed),
+            decoder: c.decoder.lock().ok().and_then(|d| d.clone()),
             requests: n(&c.requests),
             decodes: n(&c.decodes),
             cold_starts: n(&c.cold_starts),
@@ -467,6 +473,9 @@ impl Snapshots {
             self.tap.wake();
             *self.cache.lock().await = None;
             self.counters.warm.store(false, Ordering::Relaxed);
+            if let Ok(mut d) = self.counters.decoder.lock() {
+                *d = None;
+            }
             tracing::info!(
                 "snapshot decoder stopped after {} s without requests",
                 self.idle.as_secs()
@@ -651,6 +660,11 @@ fn decode_loop(
         let mut stats = Stats::default();
         let result = decode_newest(tap, &mut warm, &mut stats);
         counters.cold_starts.fetch_add(stats.cold, Ordering::Relaxed);
+        if let (Some(w), Ok(mut d)) = (warm.as_ref(), counters.decoder.lock()) {
+            if d.as_deref() != Some(w.decoder.name()) {
+                *d = Some(w.decoder.name().to_string());
+            }
+        }
         counters
             .frames_decoded
             .fetch_add(stats.frames, Ordering::Relaxed);
@@ -711,15 +725,16 @@ fn decode_newest(
             frames,
         } => (frames, Some((gop, params))),
     };
+    // Parameter sets go in front of the IDR, in the same buffer (a stateful hardware decoder
+    // wants whole access units).
+    let mut annexb = Vec::new();
     if let Some((gop, params)) = fresh {
         // A new GOP starts at an IDR, which needs no earlier picture: a warm decoder goes on
         // from it; only a decoder that does not exist yet is a cold start.
         if warm.is_none() {
             stats.cold += 1;
-            let decoder = openh264::decoder::Decoder::new()
-                .map_err(|e| format!("cannot start the H.264 decoder: {e}"))?;
             *warm = Some(Warm {
-                decoder,
+                decoder: FrameDecoder::open()?,
                 gop,
                 seq: None,
                 picture: None,
@@ -727,53 +742,165 @@ fn decode_newest(
         }
         if let Some(w) = warm.as_mut() {
             w.gop = gop;
-            let mut annexb = Vec::new();
-            for p in &params {
-                push_annexb(&mut annexb, p);
-            }
-            if !annexb.is_empty() {
-                // Parameter sets alone give no picture; an error here shows in the next frame.
-                let _ = w.decoder.decode(&annexb);
-            }
+        }
+        for p in &params {
+            push_annexb(&mut annexb, p);
         }
     }
     let mut failed = None;
     if let Some(w) = warm.as_mut() {
-        let mut annexb = Vec::new();
         let last = frames.len().saturating_sub(1);
         for (i, f) in frames.iter().enumerate() {
-            annexb.clear();
             for n in &f.nals {
                 push_annexb(&mut annexb, n);
             }
             stats.frames += 1;
             w.seq = Some(f.seq);
-            match w.decoder.decode(&annexb) {
-                // Only the newest picture is kept: the others are decoded for their references.
-                Ok(Some(_)) if i < last => {}
-                Ok(Some(yuv)) => {
+            // Only the newest pictures are copied out (the last few: a hardware decoder may
+            // hold pictures back); the others are decoded for their references.
+            match w.decoder.decode(&annexb, f.capture_unix_us, i + WANT_LAST > last) {
+                Ok(Some((frame, captured))) => {
+                    // A hardware decoder may hand out an earlier frame's picture.
+                    let seq = frames
+                        .iter()
+                        .find(|g| g.capture_unix_us == captured)
+                        .map_or(f.seq, |g| g.seq);
                     w.picture = Some(Arc::new(Picture {
-                        frame: to_i420(&yuv),
-                        seq: f.seq,
-                        capture_unix_us: f.capture_unix_us,
+                        frame,
+                        seq,
+                        capture_unix_us: captured,
                     }))
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    failed = Some(format!("the H.264 decoder refused frame {}: {e}", f.seq));
+                    failed = Some(format!(
+                        "the H.264 decoder ({}) refused frame {}: {e}",
+                        w.decoder.name(),
+                        f.seq
+                    ));
                     break;
                 }
             }
+            annexb.clear();
         }
     }
     if let Some(msg) = failed {
-        // A broken frame: the next request starts a decoder again from the IDR.
+        // A broken frame: the next IDR starts a decoder again.
         *warm = None;
         return Err(msg);
     }
     warm.as_ref()
         .and_then(|w| Some((w.seq?, w.picture.clone()?)))
         .ok_or_else(|| "the decoder has no picture yet".to_string())
+}
+
+/// How many of the newest frames of a catch-up are copied out of the decoder: enough for a
+/// stateful hardware decoder that holds two pictures back to hand one out.
+const WANT_LAST: usize = 3;
+
+/// The H.264 decoder behind snapshots: the board's V4L2 memory-to-memory decoder where there
+/// is one (the Pi 4's `bcm2835-codec-decode`, `/dev/video10`), OpenH264 otherwise or when the
+/// hardware one cannot be opened.
+enum FrameDecoder {
+    Software(openh264::decoder::Decoder),
+    Hardware {
+        decoder: Box<dyn HwDecode>,
+        name: String,
+    },
+}
+
+/// A V4L2 memory-to-memory decoder over any backend (a device node; the stand-in driver in
+/// the tests, as no machine this is tested on has a decoder).
+trait HwDecode: Send {
+    fn decode_with(
+        &mut self,
+        au: &[u8],
+        timestamp_us: i64,
+        want: bool,
+    ) -> Result<Vec<v4l2::Decoded>, v4l2::decoder::Error>;
+}
+
+impl<B: v4l2::Backend + Send> HwDecode for v4l2::Decoder<B> {
+    fn decode_with(
+        &mut self,
+        au: &[u8],
+        timestamp_us: i64,
+        want: bool,
+    ) -> Result<Vec<v4l2::Decoded>, v4l2::decoder::Error> {
+        v4l2::Decoder::decode_with(self, au, timestamp_us, want)
+    }
+}
+
+/// Logs the hardware decoder's refusal once per process, not at every cold start.
+static HW_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+impl FrameDecoder {
+    fn open() -> Result<FrameDecoder, String> {
+        if std::env::var_os("PINHOLE_SNAPSHOT_SOFTWARE").is_none() {
+            if let Some(path) = v4l2::find_h264_decoder() {
+                match v4l2::Decoder::open(&path) {
+                    Ok(d) => {
+                        let name = format!("{} ({})", path.display(), d.card());
+                        tracing::info!("snapshot decoder: {name}");
+                        return Ok(FrameDecoder::Hardware {
+                            decoder: Box::new(d),
+                            name,
+                        });
+                    }
+                    Err(e) if !HW_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) => {
+                        tracing::warn!(
+                            "snapshot decoder: {} cannot be used ({e}); decoding with OpenH264",
+                            path.display()
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        openh264::decoder::Decoder::new()
+            .map(FrameDecoder::Software)
+            .map_err(|e| format!("cannot start the H.264 decoder: {e}"))
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            FrameDecoder::Software(_) => "OpenH264",
+            FrameDecoder::Hardware { name, .. } => name,
+        }
+    }
+
+    /// Decodes one access unit (Annex B). With `want`, returns the newest picture that came
+    /// out and its frame's capture time.
+    fn decode(
+        &mut self,
+        annexb: &[u8],
+        capture_unix_us: u64,
+        want: bool,
+    ) -> Result<Option<(I420Frame, u64)>, String> {
+        match self {
+            FrameDecoder::Software(d) => match d.decode(annexb) {
+                Ok(Some(yuv)) if want => Ok(Some((to_i420(&yuv), capture_unix_us))),
+                Ok(_) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            },
+            FrameDecoder::Hardware { decoder, .. } => {
+                let ts = i64::try_from(capture_unix_us).unwrap_or(i64::MAX);
+                let pictures = decoder
+                    .decode_with(annexb, ts, want)
+                    .map_err(|e| e.to_string())?;
+                Ok(pictures.into_iter().next_back().map(|d| {
+                    let frame = I420Frame {
+                        width: d.width as usize,
+                        height: d.height as usize,
+                        y: d.y,
+                        u: d.u,
+                        v: d.v,
+                    };
+                    (frame, u64::try_from(d.timestamp_us).unwrap_or(capture_unix_us))
+                }))
+            }
+        }
+    }
 }
 
 fn push_annexb(out: &mut Vec<u8>, nal: &[u8]) {
@@ -969,6 +1096,109 @@ mod tests {
         )
         .unwrap();
         assert_eq!((j.width, j.height), (64, 48), "never scaled up");
+    }
+
+    /// An access unit the stand-in decoder reads: an SPS before an IDR, and `mark` as the
+    /// first byte after the slice header byte (the stand-in fills Y with it).
+    fn marked(idr: bool, mark: u8) -> AccessUnit {
+        let mut nals = Vec::new();
+        if idr {
+            nals.push(Bytes::from_static(&[0x67, 0x42, 0xc0, 0x1e]));
+            nals.push(Bytes::from_static(&[0x68, 0xce, 0x3c, 0x80]));
+        }
+        nals.push(Bytes::from(vec![if idr { 0x65 } else { 0x41 }, mark, 0x80]));
+        AccessUnit {
+            nals,
+            is_idr: idr,
+            has_b_slices: false,
+        }
+    }
+
+    fn hardware(driver: v4l2::standin::decoder::DecoderDriver) -> Option<Warm> {
+        // Mock: no machine these tests run on has a V4L2 decoder; the stand-in driver models
+        // the stateful decoder protocol (firmware/v4l2/src/standin/decoder.rs).
+        let decoder = v4l2::Decoder::new(driver, "standin-video10").expect("stand-in opens");
+        Some(Warm {
+            decoder: FrameDecoder::Hardware {
+                decoder: Box::new(decoder),
+                name: "stand-in".into(),
+            },
+            gop: 0,
+            seq: None,
+            picture: None,
+        })
+    }
+
+    #[test]
+    fn the_hardware_decoder_gives_the_newest_frame_with_its_capture_time() {
+        let tap = Tap::default();
+        tap.push(&marked(true, 10), 1_000);
+        tap.push(&marked(false, 11), 1_033);
+        tap.push(&marked(false, 12), 1_066);
+        let mut warm = hardware(v4l2::standin::decoder::DecoderDriver::pi4((64, 48)));
+        let mut stats = Stats::default();
+        let (seq, p) = decode_newest(&tap, &mut warm, &mut stats).expect("decodes");
+        assert_eq!((seq, p.seq, p.capture_unix_us), (2, 2, 1_066));
+        assert_eq!((p.frame.width, p.frame.height), (64, 48));
+        assert!(p.frame.y.iter().all(|&y| y == 12), "the newest frame's picture");
+        assert_eq!(stats.frames, 3);
+        // Warm: only the frame that came since is decoded.
+        tap.push(&marked(false, 13), 1_100);
+        let mut stats = Stats::default();
+        let (_, p) = decode_newest(&tap, &mut warm, &mut stats).expect("decodes");
+        assert_eq!((stats.frames, stats.cold, p.capture_unix_us), (1, 0, 1_100));
+        assert!(p.frame.y.iter().all(|&y| y == 13));
+        let jpeg = encode(&p, Options::parse(None).expect("defaults")).expect("encodes");
+        assert_eq!((jpeg.width, jpeg.height, jpeg.capture_unix_us), (64, 48, 1_100));
+    }
+
+    #[test]
+    fn a_lagging_hardware_decoder_never_passes_an_older_picture_off_as_newer() {
+        let tap = Tap::default();
+        let mut driver = v4l2::standin::decoder::DecoderDriver::pi4((64, 48));
+        driver.lag = 1;
+        let mut warm = hardware(driver);
+        tap.push(&marked(true, 20), 2_000);
+        tap.push(&marked(false, 21), 2_033);
+        tap.push(&marked(false, 22), 2_066);
+        let mut stats = Stats::default();
+        // The newest picture is still held back (not waited for forever); the one that came
+        // out is labelled with its own frame's capture time.
+        {
+            let (seq, p) = decode_newest(&tap, &mut warm, &mut stats).expect("a picture");
+            assert_eq!(seq, 2, "the decoder was given every frame");
+            let mark = p.frame.y[0];
+            let expect = match mark {
+                20 => 2_000,
+                21 => 2_033,
+                22 => 2_066,
+                m => panic!("a picture of no frame given: {m}"),
+            };
+            assert_eq!(p.capture_unix_us, expect, "picture {mark} labelled as another frame");
+            assert_eq!(p.seq, u64::from(mark - 20));
+        }
+    }
+
+    #[test]
+    fn a_hardware_decoder_that_vanishes_is_dropped_and_says_so() {
+        let tap = Tap::default();
+        let mut driver = v4l2::standin::decoder::DecoderDriver::pi4((64, 48));
+        driver.vanish_at = Some(1);
+        let mut warm = hardware(driver);
+        tap.push(&marked(true, 30), 3_000);
+        tap.push(&marked(false, 31), 3_033);
+        let e = decode_newest(&tap, &mut warm, &mut Stats::default()).expect_err("gone");
+        assert!(e.contains("stand-in") && e.contains("frame 1"), "{e}");
+        assert!(warm.is_none(), "the next request starts a new decoder");
+    }
+
+    #[test]
+    fn without_a_hardware_decoder_openh264_decodes() {
+        // No /dev/video* on the machines this runs on: open() falls back to OpenH264.
+        let d = FrameDecoder::open().expect("OpenH264 starts");
+        if v4l2::find_h264_decoder().is_none() {
+            assert_eq!(d.name(), "OpenH264");
+        }
     }
 
     #[test]
