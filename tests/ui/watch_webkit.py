@@ -178,6 +178,9 @@ def main() -> int:
     ap.add_argument("--timeline-ms", type=float, default=500.0)
     ap.add_argument("--ready-file")
     ap.add_argument("--wait-server", action="store_true")
+    ap.add_argument("--playing-file",
+                    help="write this file once the sampler has counted --playing-frames pictures")
+    ap.add_argument("--playing-frames", type=int, default=30)
     ap.add_argument("--run-at", nargs=2, action="append", default=[], metavar=("S", "JS"),
                     help="run the script JS in the page S seconds after it loaded (repeatable)")
     ap.add_argument("--hidden-at", type=float)
@@ -240,6 +243,9 @@ def main() -> int:
             e = driver.execute_script(f"return {src['timeline']}();")
             e["visibility"] = driver.execute_script("return document.visibilityState;")
             timeline.append(e)
+            if o.playing_file and (e.get("frames") or 0) >= o.playing_frames \
+                    and not Path(o.playing_file).exists():
+                Path(o.playing_file).write_text(f"{e['frames']} frames at {now:.1f} s\n")
         end = driver.execute_script(f"return {src['final']}();")
         extra = driver.execute_script(
             "return {nav: !!window.__watch.navMarker, errors: window.__watch.pageErrors || [],"

@@ -659,7 +659,9 @@ fn decode_loop(
         failed_gop = None;
         let mut stats = Stats::default();
         let result = decode_newest(tap, &mut warm, &mut stats);
-        counters.cold_starts.fetch_add(stats.cold, Ordering::Relaxed);
+        counters
+            .cold_starts
+            .fetch_add(stats.cold, Ordering::Relaxed);
         if let (Some(w), Ok(mut d)) = (warm.as_ref(), counters.decoder.lock()) {
             if d.as_deref() != Some(w.decoder.name()) {
                 *d = Some(w.decoder.name().to_string());
@@ -758,7 +760,10 @@ fn decode_newest(
             w.seq = Some(f.seq);
             // Only the newest pictures are copied out (the last few: a hardware decoder may
             // hold pictures back); the others are decoded for their references.
-            match w.decoder.decode(&annexb, f.capture_unix_us, i + WANT_LAST > last) {
+            match w
+                .decoder
+                .decode(&annexb, f.capture_unix_us, i + WANT_LAST > last)
+            {
                 Ok(Some((frame, captured))) => {
                     // A hardware decoder may hand out an earlier frame's picture.
                     let seq = frames
@@ -896,7 +901,10 @@ impl FrameDecoder {
                         u: d.u,
                         v: d.v,
                     };
-                    (frame, u64::try_from(d.timestamp_us).unwrap_or(capture_unix_us))
+                    (
+                        frame,
+                        u64::try_from(d.timestamp_us).unwrap_or(capture_unix_us),
+                    )
                 }))
             }
         }
@@ -1024,10 +1032,11 @@ impl jpeg_encoder::ImageBuffer for Planar<'_> {
         let cw = self.width.div_ceil(2);
         let luma = &self.y[y * self.width..(y + 1) * self.width];
         let crow = (y / 2) * cw;
-        for (x, &l) in luma.iter().enumerate() {
-            buffers[0].push(l);
-            buffers[1].push(self.u[crow + x / 2]);
-            buffers[2].push(self.v[crow + x / 2]);
+        buffers[0].extend_from_slice(luma);
+        // Chroma at full width (the encoder subsamples it again for 4:2:0).
+        for (buf, plane) in [(1, self.u), (2, self.v)] {
+            let row = &plane[crow..crow + cw];
+            buffers[buf].extend(row.iter().flat_map(|&c| [c, c]).take(self.width));
         }
     }
 }
@@ -1140,7 +1149,10 @@ mod tests {
         let (seq, p) = decode_newest(&tap, &mut warm, &mut stats).expect("decodes");
         assert_eq!((seq, p.seq, p.capture_unix_us), (2, 2, 1_066));
         assert_eq!((p.frame.width, p.frame.height), (64, 48));
-        assert!(p.frame.y.iter().all(|&y| y == 12), "the newest frame's picture");
+        assert!(
+            p.frame.y.iter().all(|&y| y == 12),
+            "the newest frame's picture"
+        );
         assert_eq!(stats.frames, 3);
         // Warm: only the frame that came since is decoded.
         tap.push(&marked(false, 13), 1_100);
@@ -1149,7 +1161,10 @@ mod tests {
         assert_eq!((stats.frames, stats.cold, p.capture_unix_us), (1, 0, 1_100));
         assert!(p.frame.y.iter().all(|&y| y == 13));
         let jpeg = encode(&p, Options::parse(None).expect("defaults")).expect("encodes");
-        assert_eq!((jpeg.width, jpeg.height, jpeg.capture_unix_us), (64, 48, 1_100));
+        assert_eq!(
+            (jpeg.width, jpeg.height, jpeg.capture_unix_us),
+            (64, 48, 1_100)
+        );
     }
 
     #[test]
@@ -1174,7 +1189,10 @@ mod tests {
                 22 => 2_066,
                 m => panic!("a picture of no frame given: {m}"),
             };
-            assert_eq!(p.capture_unix_us, expect, "picture {mark} labelled as another frame");
+            assert_eq!(
+                p.capture_unix_us, expect,
+                "picture {mark} labelled as another frame"
+            );
             assert_eq!(p.seq, u64::from(mark - 20));
         }
     }
