@@ -3,13 +3,14 @@
 // later ones are fragments or in-band init segments; zero-length records are heartbeats.
 //
 // A connection that drops (or stays silent for longer than a few heartbeats) is reopened with
-// exponential backoff; every new connection starts at the server's latest IDR, so the player
+// a backoff capped at 1 s; every new connection starts at the server's latest IDR, so the player
 // resumes without a reload. When a GET stream does not deliver its first record within
 // START_TIMEOUT_MS, the next attempt uses POST (tunnels that hold back GET streams).
 
 const START_TIMEOUT_MS = 3500;
 const SILENCE_MS = 10000; // the server sends a heartbeat after 3 s of silence
 const MAX_RECORD = 64 << 20;
+const MAX_BACKOFF_MS = 1000;
 
 export class CmafStream {
   // handlers: {onConnect(n), onRecord(Uint8Array, isFirst), onBytes(n), onDisconnect(err)}
@@ -45,7 +46,9 @@ export class CmafStream {
       if (this.stopped) return;
       if (started) this.attempt = 0;
       else this.attempt++;
-      const backoff = started ? 250 : Math.min(5000, 250 * 2 ** Math.min(this.attempt, 5));
+      // 250, 500, then every 1000 ms (±20 %): a camera that comes back (a restart, an update)
+      // is picked up within about a second; a retry is one small request.
+      const backoff = started ? 250 : Math.min(MAX_BACKOFF_MS, 250 * 2 ** Math.min(this.attempt, 2));
       await new Promise((r) => setTimeout(r, backoff * (0.8 + 0.4 * Math.random())));
     }
   }

@@ -289,6 +289,8 @@ struct Warm {
     gop: u64,
     seq: Option<u64>,
     picture: Option<Arc<Picture>>,
+    /// The buffers of a picture nobody holds any more, for the next copy.
+    spare: Option<I420Frame>,
 }
 
 #[derive(Debug, Clone)]
@@ -674,11 +676,17 @@ fn decode_loop(
             Ok((reached, picture)) => {
                 logged = None;
                 seen = Some(reached);
+                let mut old = None;
                 tx.send_modify(|r| {
                     r.seq = Some(reached);
-                    r.picture = Some(picture);
+                    old = r.picture.replace(picture);
                     r.error = None;
                 });
+                // The picture it replaced, if no request is encoding it, lends its buffers to
+                // the next copy.
+                if let (Some(w), Some(Ok(p))) = (warm.as_mut(), old.map(Arc::try_unwrap)) {
+                    w.spare = Some(p.frame);
+                }
             }
             Err(e) => {
                 if logged.as_deref() != Some(e.as_str()) {
@@ -740,6 +748,7 @@ fn decode_newest(
                 gop,
                 seq: None,
                 picture: None,
+                spare: None,
             });
         }
         if let Some(w) = warm.as_mut() {
@@ -760,9 +769,10 @@ fn decode_newest(
             w.seq = Some(f.seq);
             // Only the newest pictures are copied out (the last few: a hardware decoder may
             // hold pictures back); the others are decoded for their references.
+            let want = i + WANT_LAST > last;
             match w
                 .decoder
-                .decode(&annexb, f.capture_unix_us, i + WANT_LAST > last)
+                .decode(&annexb, f.capture_unix_us, want, &mut w.spare)
             {
                 Ok(Some((frame, captured))) => {
                     // A hardware decoder may hand out an earlier frame's picture.
@@ -881,10 +891,11 @@ impl FrameDecoder {
         annexb: &[u8],
         capture_unix_us: u64,
         want: bool,
+        spare: &mut Option<I420Frame>,
     ) -> Result<Option<(I420Frame, u64)>, String> {
         match self {
             FrameDecoder::Software(d) => match d.decode(annexb) {
-                Ok(Some(yuv)) if want => Ok(Some((to_i420(&yuv), capture_unix_us))),
+                Ok(Some(yuv)) if want => Ok(Some((to_i420(&yuv, spare.take()), capture_unix_us))),
                 Ok(_) => Ok(None),
                 Err(e) => Err(e.to_string()),
             },
@@ -916,26 +927,34 @@ fn push_annexb(out: &mut Vec<u8>, nal: &[u8]) {
     out.extend_from_slice(nal);
 }
 
-fn to_i420(yuv: &openh264::decoder::DecodedYUV<'_>) -> I420Frame {
+/// Copies OpenH264's picture out, into `reuse`'s buffers when there are some (a picture nobody
+/// holds any more: no allocation, no fresh pages, for every frame the decoder follows).
+fn to_i420(yuv: &openh264::decoder::DecodedYUV<'_>, reuse: Option<I420Frame>) -> I420Frame {
     use openh264::formats::YUVSource;
     let (w, h) = yuv.dimensions();
     let (sy, su, sv) = yuv.strides();
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let copy = |plane: &[u8], stride: usize, pw: usize, ph: usize| {
-        let mut out = Vec::with_capacity(pw * ph);
+    let copy = |out: &mut Vec<u8>, plane: &[u8], stride: usize, pw: usize, ph: usize| {
+        out.clear();
+        out.reserve(pw * ph);
         for row in plane.chunks(stride).take(ph) {
             out.extend_from_slice(&row[..pw.min(row.len())]);
         }
         out.resize(pw * ph, 128);
-        out
     };
-    I420Frame {
-        width: w,
-        height: h,
-        y: copy(yuv.y(), sy, w, h),
-        u: copy(yuv.u(), su, cw, ch),
-        v: copy(yuv.v(), sv, cw, ch),
-    }
+    let mut f = reuse.unwrap_or_else(|| I420Frame {
+        width: 0,
+        height: 0,
+        y: Vec::new(),
+        u: Vec::new(),
+        v: Vec::new(),
+    });
+    f.width = w;
+    f.height = h;
+    copy(&mut f.y, yuv.y(), sy, w, h);
+    copy(&mut f.u, yuv.u(), su, cw, ch);
+    copy(&mut f.v, yuv.v(), sv, cw, ch);
+    f
 }
 
 /// Area-average downscale of one plane.
@@ -1135,6 +1154,7 @@ mod tests {
             gop: 0,
             seq: None,
             picture: None,
+            spare: None,
         })
     }
 
