@@ -96,11 +96,19 @@ def media_errors(report: dict) -> list[str]:
             or e.startswith(("append:", "addSourceBuffer"))]
 
 
+def busiest() -> str:
+    """The load average and the processes using the most CPU: a WebKit that crawls (a few
+    pictures a second, hundreds dropped) may be starved, or may be the one starving the rest."""
+    p = subprocess.run(["ps", "-eo", "pcpu,etimes,comm", "--sort=-pcpu"], capture_output=True, text=True)
+    top = "; ".join(" ".join(line.split()) for line in p.stdout.splitlines()[1:7])
+    return f"load {os.getloadavg()}; busiest (%cpu, s, name): {top}"
+
+
 def context(report: dict) -> str:
     last = report["timeline"][-1]
     return (f"player {last['player']}; state {last.get('state')}; stats {last['stats']!r}; "
             f"errors {report['player_errors'][:6]}; recoveries {report.get('recoveries')}; "
-            f"console {report['console'][-6:]}")
+            f"console {report['console'][-6:]}; {busiest()}")
 
 
 def pinhole_children(ph) -> list[int]:
