@@ -156,7 +156,8 @@ def test_the_decoder_stops_after_the_quiet_period(pinhole, ffmpeg):
     ph.wait_video(fragments=2)
     code, _, _, _ = get(ph.port, "/api/snapshot.jpg")
     assert code == 200 and snap_status(ph)["decoder_warm"] is True
-    # The decoder follows the stream for FOLLOW (2 s) after a request, then pauses.
+    # One request: the decoder catches up for it and pauses (it follows the stream only while
+    # requests come ~3 a second, and then for at most 2 s after the last).
     time.sleep(2.5)
     frames = snap_status(ph)["frames_decoded"]
     time.sleep(3)

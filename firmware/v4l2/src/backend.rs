@@ -290,6 +290,31 @@ pub mod flags {
     pub const LAST: u32 = 0x0010_0000;
 }
 
+/// A driver's errno in words, with what to do where there is something to do. `device` names
+/// the kind ("encoder", "decoder"), `instead` what a busy one leaves the user.
+pub fn describe_errno(e: &io::Error, device: &str, instead: &str) -> String {
+    use nix::libc;
+    let hint = match e.raw_os_error() {
+        Some(libc::EBUSY) => {
+            format!("device busy: another program is using the {device} (stop it, or {instead})")
+        }
+        Some(libc::EINVAL) => "invalid argument: the driver refused the request".into(),
+        Some(libc::ENOTTY) => "not supported by this driver".into(),
+        Some(libc::EIO) => format!("I/O error: the {device} hardware or its firmware failed"),
+        Some(libc::ENOMEM) => {
+            "out of memory for the buffers (on a Pi, contiguous memory: CMA)".into()
+        }
+        Some(libc::EPIPE) => "the queue has ended (after the last buffer)".into(),
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "permission denied: add the user running pinhole to the `video` group".into()
+        }
+        Some(libc::ENODEV) | Some(libc::ENXIO) => "the device is gone (driver unloaded?)".into(),
+        Some(libc::ENOENT) => "no such device node: is the driver loaded?".into(),
+        _ => return e.to_string(),
+    };
+    format!("{hint} ({e})")
+}
+
 fn enotty() -> io::Error {
     io::Error::from_raw_os_error(nix::libc::ENOTTY)
 }

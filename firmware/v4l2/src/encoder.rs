@@ -175,24 +175,7 @@ impl Error {
 
 /// A driver's errno in words, with what to do where there is something to do.
 pub fn describe(e: &io::Error) -> String {
-    use nix::libc;
-    let hint = match e.raw_os_error() {
-        Some(libc::EBUSY) => {
-            "device busy: another program is using the encoder (stop it, or choose another encoder)"
-        }
-        Some(libc::EINVAL) => "invalid argument: the driver refused the request",
-        Some(libc::ENOTTY) => "not supported by this driver",
-        Some(libc::EIO) => "I/O error: the encoder hardware or its firmware failed",
-        Some(libc::ENOMEM) => "out of memory for the buffers (on a Pi, contiguous memory: CMA)",
-        Some(libc::EPIPE) => "the queue has ended (after the last buffer)",
-        Some(libc::EACCES) | Some(libc::EPERM) => {
-            "permission denied: add the user running pinhole to the `video` group"
-        }
-        Some(libc::ENODEV) | Some(libc::ENXIO) => "the device is gone (driver unloaded?)",
-        Some(libc::ENOENT) => "no such device node: is the driver loaded?",
-        _ => return e.to_string(),
-    };
-    format!("{hint} ({e})")
+    crate::backend::describe_errno(e, "encoder", "choose another encoder")
 }
 
 #[derive(Debug, Clone)]

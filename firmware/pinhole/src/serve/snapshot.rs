@@ -347,24 +347,46 @@ struct Counters {
     unavailable: AtomicU64,
 }
 
+/// When requests came, as the decoder thread sees them.
+#[derive(Debug, Default)]
+struct Asked {
+    last: Option<Instant>,
+    /// Between the last two requests.
+    interval: Option<Duration>,
+    /// The newest frame a waiting request needs.
+    wanted: Option<u64>,
+}
+
+impl Asked {
+    /// Follow the stream frame by frame: requests come often and the last is recent.
+    fn following(&self) -> bool {
+        self.last.is_some_and(|t| t.elapsed() < FOLLOW)
+            && self.interval.is_some_and(|i| i <= FOLLOW_INTERVAL)
+    }
+}
+
 /// One camera's snapshot service.
 ///
-/// While requests keep coming (the last within [`FOLLOW`]) a decoder thread follows the
-/// stream frame by frame, so a request waits for at most one frame's decode and the JPEG
-/// encode; between bursts it pauses (a decoder that pauses catches up from where it was, or
-/// from a newer IDR), and after the idle time it is dropped.
+/// A decoder thread decodes only for requests. While they come often (at most
+/// [`FOLLOW_INTERVAL`] apart, the last within [`FOLLOW`]) it follows the stream frame by frame,
+/// so a request waits for at most one frame's decode and the JPEG encode. Slower polling (a
+/// timelapse, Home Assistant, 2 a second) finds it paused: it catches up from where it was (or
+/// from a newer IDR) for each request, which decodes the same frames without copying every
+/// picture out. After the idle time it is dropped.
 pub struct Snapshots {
     tap: Arc<Tap>,
     status: Arc<Status>,
     idle: Duration,
     counters: Arc<Counters>,
     worker: Mutex<Option<Worker>>,
-    last_request: Arc<Mutex<Option<Instant>>>,
+    asked: Arc<Mutex<Asked>>,
     cache: tokio::sync::Mutex<Option<Cached>>,
 }
 
-/// A decoder follows the stream while the last request is this recent; after that it waits.
+/// A decoder follows the stream while the last request is this recent …
 pub const FOLLOW: Duration = Duration::from_secs(2);
+/// … and requests come at least this often (about 3 a second).
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(350);
 /// The longest a request waits for the decoder to reach the newest frame.
 const CATCHUP_LIMIT: Duration = Duration::from_secs(5);
 
@@ -384,7 +406,7 @@ impl Snapshots {
             idle,
             counters: Arc::new(Counters::default()),
             worker: Mutex::new(None),
-            last_request: Arc::new(Mutex::new(None)),
+            asked: Arc::new(Mutex::new(Asked::default())),
             cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -459,8 +481,8 @@ impl Snapshots {
 
     /// Drops a decoder nobody asked for during the idle time. Run every second or so.
     pub async fn expire(&self) {
-        let quiet = match self.last_request.lock() {
-            Ok(t) => t.is_some_and(|t| t.elapsed() >= self.idle),
+        let quiet = match self.asked.lock() {
+            Ok(a) => a.last.is_some_and(|t| t.elapsed() >= self.idle),
             Err(_) => true,
         };
         if !quiet {
@@ -512,7 +534,7 @@ impl Snapshots {
         let (tap, counters, last, stop2) = (
             self.tap.clone(),
             self.counters.clone(),
-            self.last_request.clone(),
+            self.asked.clone(),
             stop.clone(),
         );
         std::thread::Builder::new()
@@ -532,14 +554,18 @@ impl Snapshots {
         let asked = Instant::now();
         let c = &self.counters;
         c.requests.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut t) = self.last_request.lock() {
-            *t = Some(asked);
+        if let Ok(mut a) = self.asked.lock() {
+            a.interval = a.last.map(|t| asked.saturating_duration_since(t));
+            a.last = Some(asked);
         }
         if let Err(why) = self.check_live() {
             c.unavailable.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Unavailable(why));
         }
         let target = self.tap.newest().map_or(0, |(seq, _)| seq);
+        if let Ok(mut a) = self.asked.lock() {
+            a.wanted = Some(a.wanted.map_or(target, |w| w.max(target)));
+        }
         let mut rx = self.follow().map_err(Refused::Failed)?;
         // A paused decoder goes on at once.
         self.tap.wake();
@@ -624,7 +650,7 @@ impl Snapshots {
 fn decode_loop(
     tap: &Tap,
     counters: &Counters,
-    last_request: &Mutex<Option<Instant>>,
+    asked: &Mutex<Asked>,
     stop: &AtomicBool,
     tx: &tokio::sync::watch::Sender<Reached>,
 ) {
@@ -633,11 +659,14 @@ fn decode_loop(
     let mut seen: Option<u64> = None;
     let mut failed_gop: Option<u64> = None;
     let mut logged: Option<String> = None;
-    let active = || {
-        last_request
+    // Decode on: following, or a request waits for a frame not decoded yet.
+    let needed = |seen: Option<u64>| {
+        asked
             .lock()
-            .map(|t| t.is_some_and(|t| t.elapsed() < FOLLOW))
-            .unwrap_or(false)
+            .map(|a| {
+                a.following() || a.wanted.is_some_and(|w| seen.is_none_or(|s| w > s))
+            })
+            .unwrap_or(true)
     };
     while !stop.load(Ordering::Relaxed) && !tx.is_closed() {
         let Some((gop, newest)) = tap.wait_newer(seen, Duration::from_millis(250)) else {
@@ -646,9 +675,9 @@ fn decode_loop(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        if !active() && tx.borrow().seq.is_some() {
-            // Nobody asked lately and the last request was answered: wait for the next one
-            // (take() wakes the tap) instead of decoding every frame.
+        if !needed(seen) {
+            // No request waits and none is expected soon: wait for the next one (take()
+            // wakes the tap) instead of decoding every frame.
             tap.wait_woken(Duration::from_millis(250));
             continue;
         }
@@ -1237,6 +1266,20 @@ mod tests {
         if v4l2::find_h264_decoder().is_none() {
             assert_eq!(d.name(), "OpenH264");
         }
+    }
+
+    #[test]
+    fn the_decoder_follows_only_frequent_recent_requests() {
+        let at = |ago_ms: u64, interval_ms: Option<u64>| Asked {
+            last: Instant::now().checked_sub(Duration::from_millis(ago_ms)),
+            interval: interval_ms.map(Duration::from_millis),
+            wanted: None,
+        };
+        assert!(at(0, Some(100)).following(), "10 a second");
+        assert!(at(0, Some(300)).following(), "about 3 a second");
+        assert!(!at(0, Some(500)).following(), "2 a second: catch up per request");
+        assert!(!at(0, None).following(), "a single request");
+        assert!(!at(2500, Some(100)).following(), "a burst that ended 2.5 s ago");
     }
 
     #[test]
