@@ -60,6 +60,9 @@ export class MsePlayer {
     this.init = null;
     this.pendingInit = null;
     this.times = []; // [{t (s, media), unixMs}] from prft
+    // The element's timeline is the stream's media time plus this (WebKit: see pump()).
+    this.offset = 0;
+    this.offsetSet = false;
     this.margins = []; // [{at, m}]
     this.jumps = 0;
     this.lastTrim = 0;
@@ -118,7 +121,7 @@ export class MsePlayer {
     if (this.pendingInit) {
       const p = this.pendingInit;
       this.pendingInit = null;
-      const start = firstDts(copy) / p.info.timescale;
+      const start = firstDts(copy) / p.info.timescale + this.offset; // on the element's timeline
       this.event(`pendingInit fresh=${p.fresh} start=${start} end=${this.bufferedEnd()}`);
       if (p.fresh && (start < this.bufferedEnd() - 0.5 || start > this.bufferedEnd() + 30)) {
         this.rebuild(p.info, p.bytes); // pinhole restarted: a new timeline
@@ -133,7 +136,7 @@ export class MsePlayer {
       if (this.times.length > 300) this.times.splice(0, this.times.length - 300);
     }
     if (this.sb && !this.sb.updating && this.queue.length === 0) this.noteMargin();
-    this.queue.push({ data: copy });
+    this.queue.push({ data: copy, fragment: true });
     this.pump();
   }
 
@@ -147,6 +150,8 @@ export class MsePlayer {
     this.times = [];
     this.margins = [];
     this.started = false;
+    this.offset = 0;
+    this.offsetSet = false;
     this.streaming = true; // a new MediaSource wants data until it says otherwise
     const Managed = window.ManagedMediaSource;
     const MS = Managed || window.MediaSource;
@@ -266,6 +271,20 @@ export class MsePlayer {
     if (!sb || sb.updating || !this.queue.length) return;
     const item = this.queue.shift();
     try {
+      if (item.fragment && !this.offsetSet) {
+        this.offsetSet = true;
+        if (this.trim === 'jump') {
+          // WebKit: the first fragment goes where a new MediaSource's playhead already is
+          // (media time 0), so the engine prerolls from it and no seek is needed. A seek while
+          // WebKit's GStreamer pipeline pushes its first samples fails it ("Failed to push
+          // buffer", media error 4); the MediaSource it rebuilds then crawled at a few
+          // pictures a second. A viewer joining a running stream (first fragment at, say,
+          // 12.3 s) hit it as well as one opened when pinhole starts (first fragment at 0).
+          this.offset = -firstDts(item.data) / this.timescale;
+          sb.timestampOffset = this.offset;
+          this.event(`timestampOffset ${this.offset}`);
+        }
+      }
       if (item.remove) sb.remove(item.remove[0], item.remove[1]);
       else sb.appendBuffer(item.data);
     } catch (e) {
@@ -352,7 +371,8 @@ export class MsePlayer {
   }
 
   // Capture wall-clock time (Unix ms) of the picture at media time t, from the prft boxes.
-  captureAt(t) {
+  captureAt(elementTime) {
+    const t = elementTime - this.offset; // the stream's own media time
     let best = null;
     for (const x of this.times) if (x.t <= t + 1e-6 && (!best || x.t > best.t)) best = x;
     return best ? best.unixMs + (t - best.t) * 1000 : null;
