@@ -20,7 +20,7 @@
 // factor, and TARGET to WEBKIT_LAG_MS: trimming that takes the margin under the fudge factor is
 // what cost WebKit pictures (~22 a second) without making it earlier.
 
-import { find, parseInit, parsePrft } from './mp4.js';
+import { find, parseFragment, parseInit, parsePrft } from './mp4.js';
 
 const FAR_BEHIND_S = 1.0;
 const HAVE_CURRENT_DATA = 2;
@@ -271,15 +271,26 @@ export class MsePlayer {
     if (!sb || sb.updating || !this.queue.length) return;
     const item = this.queue.shift();
     try {
+      const zeroFirst = this.trim === 'jump' && this.generation === 1;
+      if (item.fragment && !this.offsetSet && zeroFirst && !startsWithKey(item.data)) {
+        // WebKit drops pictures up to the next IDR anyway (a MediaSource rebuilt after a media
+        // error, before the reconnect's first fragment): the offset is set from a keyframe.
+        this.event('before the first keyframe: not appended');
+        this.pump();
+        return;
+      }
       if (item.fragment && !this.offsetSet) {
         this.offsetSet = true;
-        if (this.trim === 'jump') {
-          // WebKit: the first fragment goes where a new MediaSource's playhead already is
-          // (media time 0), so the engine prerolls from it and no seek is needed. A seek while
-          // WebKit's GStreamer pipeline pushes its first samples fails it ("Failed to push
-          // buffer", media error 4); the MediaSource it rebuilds then crawled at a few
-          // pictures a second. A viewer joining a running stream (first fragment at, say,
-          // 12.3 s) hit it as well as one opened when pinhole starts (first fragment at 0).
+        if (zeroFirst) {
+          // WebKit, the page's first MediaSource: its first fragment goes where the playhead
+          // already is (media time 0), so the engine prerolls from it and no seek is needed. A
+          // seek while WebKit's GStreamer pipeline pushes its first samples fails it ("Failed
+          // to push buffer", media error 4), and the MediaSource rebuilt after that crawled at
+          // a few pictures a second (seen in tests/run, more often in an nspawn root). A viewer
+          // joining a running stream (first fragment at, say, 12.3 s) hit it as well as one
+          // opened when pinhole starts (first fragment at 0). Later MediaSources (a restart, a
+          // new timeline) keep the stream's times: a rebuild's first fragments may still come
+          // from the connection being replaced, whose timeline the new one's does not continue.
           this.offset = -firstDts(item.data) / this.timescale;
           sb.timestampOffset = this.offset;
           this.event(`timestampOffset ${this.offset}`);
@@ -381,6 +392,17 @@ export class MsePlayer {
   dropped() {
     const q = this.video.getVideoPlaybackQuality?.();
     return q ? q.droppedVideoFrames : 0;
+  }
+}
+
+// Whether a fragment's first sample is a sync sample (an IDR); a fragment that does not parse
+// counts as one (the engine will say what it thinks of it).
+function startsWithKey(buf) {
+  try {
+    const samples = parseFragment(buf);
+    return !samples.length || samples[0].key;
+  } catch {
+    return true;
   }
 }
 
