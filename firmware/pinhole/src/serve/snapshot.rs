@@ -663,9 +663,7 @@ fn decode_loop(
     let needed = |seen: Option<u64>| {
         asked
             .lock()
-            .map(|a| {
-                a.following() || a.wanted.is_some_and(|w| seen.is_none_or(|s| w > s))
-            })
+            .map(|a| a.following() || a.wanted.is_some_and(|w| seen.is_none_or(|s| w > s)))
             .unwrap_or(true)
     };
     while !stop.load(Ordering::Relaxed) && !tx.is_closed() {
@@ -1277,9 +1275,15 @@ mod tests {
         };
         assert!(at(0, Some(100)).following(), "10 a second");
         assert!(at(0, Some(300)).following(), "about 3 a second");
-        assert!(!at(0, Some(500)).following(), "2 a second: catch up per request");
+        assert!(
+            !at(0, Some(500)).following(),
+            "2 a second: catch up per request"
+        );
         assert!(!at(0, None).following(), "a single request");
-        assert!(!at(2500, Some(100)).following(), "a burst that ended 2.5 s ago");
+        assert!(
+            !at(2500, Some(100)).following(),
+            "a burst that ended 2.5 s ago"
+        );
     }
 
     #[test]
