@@ -111,6 +111,17 @@ def context(report: dict) -> str:
             f"console {report['console'][-6:]}; {busiest()}")
 
 
+def wait_for_file(proc: subprocess.Popen, path: Path, seconds: float) -> bool:
+    """Waits up to `seconds` for the watcher to write `path`; fails if the watcher exits first."""
+    deadline = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, f"watch_webkit.py exited early: {proc.stderr.read()[-2000:]}"
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def pinhole_children(ph) -> list[int]:
     """Processes of this test's (a browser's helpers being reaped), not ones pinhole left behind:
     the daemon is stopped right after, with these known (the fixture's teardown would not)."""
@@ -186,11 +197,7 @@ def test_webkit_page_opened_as_pinhole_starts_plays(pinhole, record_property):
                                       "--ready-file", str(ready), "--wait-server"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
-        while not ready.exists():
-            assert proc.poll() is None, f"watch_webkit.py exited early: {proc.stderr.read()[-2000:]}"
-            assert time.time() < deadline, "WebKit did not start within 60 s"
-            time.sleep(0.05)
+        assert wait_for_file(proc, ready, 60), "WebKit did not start within 60 s"
         start_ms = time.time() * 1000
         ph = pinhole(SOURCE, port=port, ready=False)
         r = finish(proc, "fresh", seconds)
@@ -238,18 +245,12 @@ def test_webkit_restarting_pinhole_under_an_open_page_plays_again_within_2_s(pin
                                       "--playing-file", str(playing), "--playing-frames", "60"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
-        while not ready.exists():  # the browser is up and opens the page now
-            assert proc.poll() is None, f"watch_webkit.py exited early: {proc.stderr.read()[-2000:]}"
-            assert time.time() < deadline, "WebKit did not start within 60 s"
-            time.sleep(0.05)
+        # the browser is up and opens the page now
+        assert wait_for_file(proc, ready, 60), "WebKit did not start within 60 s"
         # pinhole goes down once the page has shown 60 pictures (2 s of video), not after a
         # fixed time: a start slowed by a busy machine is not what this test is about (the
         # fresh-start test is). At most 14 s, leaving the watcher 13 s after pinhole is back.
-        deadline = time.time() + 14
-        while not playing.exists() and time.time() < deadline:
-            assert proc.poll() is None, f"watch_webkit.py exited early: {proc.stderr.read()[-2000:]}"
-            time.sleep(0.05)
+        wait_for_file(proc, playing, 14)
         time.sleep(1.0)
         down_ms = time.time() * 1000
         ph.others = pinhole_children(ph)
