@@ -117,6 +117,7 @@ export function timelineEntry() {
     player: p ? {
       mode: p.mode, submode: p.submode, frames: p.frames, latency_ms: p.latencyMs,
       connections: p.connections, offline: p.offline, jumps: p.jumps, dropped: p.dropped, method: p.method,
+      bytes: p.bytes,
     } : null,
     // the engine's view of the MSE player (buffered ranges, readyState, …), when there is one
     state: p && p.state ? p.state() : (v ? {

@@ -271,7 +271,15 @@ export class MsePlayer {
     if (!sb || sb.updating || !this.queue.length) return;
     const item = this.queue.shift();
     try {
-      const zeroFirst = this.trim === 'jump' && this.generation === 1;
+      // WebKit (trim 'jump'): every MediaSource's first fragment goes where its playhead already
+      // is (media time 0), so the engine prerolls from it and no seek is needed. A seek while
+      // WebKit's GStreamer pipeline pushes its first samples fails it ("Failed to push buffer",
+      // media error 4); the MediaSource rebuilt after that crawled at a few pictures a second
+      // (buffered ranges of 0.2 s per GOP) until the page was reloaded. Seen in fresh-clone CI
+      // runs and an nspawn root, both for a viewer joining a running stream and for one opened
+      // when pinhole starts, and as often for a rebuilt MediaSource (pinhole restarted, a new
+      // resolution, the watchdog starting over) as for the page's first.
+      const zeroFirst = this.trim === 'jump';
       if (item.fragment && !this.offsetSet && zeroFirst && !startsWithKey(item.data)) {
         // WebKit drops pictures up to the next IDR anyway (a MediaSource rebuilt after a media
         // error, before the reconnect's first fragment): the offset is set from a keyframe.
@@ -282,15 +290,6 @@ export class MsePlayer {
       if (item.fragment && !this.offsetSet) {
         this.offsetSet = true;
         if (zeroFirst) {
-          // WebKit, the page's first MediaSource: its first fragment goes where the playhead
-          // already is (media time 0), so the engine prerolls from it and no seek is needed. A
-          // seek while WebKit's GStreamer pipeline pushes its first samples fails it ("Failed
-          // to push buffer", media error 4), and the MediaSource rebuilt after that crawled at
-          // a few pictures a second (seen in tests/run, more often in an nspawn root). A viewer
-          // joining a running stream (first fragment at, say, 12.3 s) hit it as well as one
-          // opened when pinhole starts (first fragment at 0). Later MediaSources (a restart, a
-          // new timeline) keep the stream's times: a rebuild's first fragments may still come
-          // from the connection being replaced, whose timeline the new one's does not continue.
           this.offset = -firstDts(item.data) / this.timescale;
           sb.timestampOffset = this.offset;
           this.event(`timestampOffset ${this.offset}`);
