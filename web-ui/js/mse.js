@@ -27,6 +27,9 @@ const HAVE_CURRENT_DATA = 2;
 const WEBKIT_SAFETY_MS = 95;
 const WEBKIT_LAG_MS = 125;
 const KEEP_BEHIND_S = 6;
+// A MediaSource's first picture within this of the playhead is at the playhead (the WebKit
+// offset below puts it up to 1 ms after 0).
+const PLAYHEAD_AT_START_S = 0.002;
 const WINDOW_MS = 3000;
 // Rate trimming: 10 % faster while the slack is above the band, back to 1 within 5 ms of it.
 const CATCH_UP_RATE = 1.1;
@@ -290,7 +293,13 @@ export class MsePlayer {
       if (item.fragment && !this.offsetSet) {
         this.offsetSet = true;
         if (zeroFirst) {
-          this.offset = -firstDts(item.data) / this.timescale;
+          // Rounded to whole milliseconds towards the fragment, so its first picture lands at
+          // or just after 0, never a rounding error before it: a frame before
+          // appendWindowStart (0) is dropped, and with it every picture up to the next IDR
+          // (MSE's "need random access point"). An exact -tfdt/timescale did that whenever the
+          // stream's time was not a round number of seconds (after a source restart's gap):
+          // WebKit kept nothing of the first GOP, then failed the seek to the second.
+          this.offset = -Math.floor((firstDts(item.data) / this.timescale) * 1000) / 1000;
           sb.timestampOffset = this.offset;
           this.event(`timestampOffset ${this.offset}`);
         }
@@ -332,7 +341,7 @@ export class MsePlayer {
       const start = b.start(b.length - 1);
       const t = v.currentTime;
       const now = performance.now();
-      if (v.readyState < HAVE_CURRENT_DATA && t >= start && t <= end) {
+      if (v.readyState < HAVE_CURRENT_DATA && t >= start - PLAYHEAD_AT_START_S && t <= end) {
         // The engine is prerolling from data at the playhead: no seek until its first picture
         // is up ('loadeddata' brings us back here). This is what a stream that has just begun
         // needs (pinhole started or restarted: the first fragment sits at media time 0, where
@@ -345,7 +354,7 @@ export class MsePlayer {
         if (!this.started) this.event(`no seek at start: t ${t} in [${start},${end}] readyState ${v.readyState}`);
         this.started = true;
         this.margins = [];
-      } else if (!this.started || t < start || end - t > FAR_BEHIND_S) {
+      } else if (!this.started || t < start - PLAYHEAD_AT_START_S || end - t > FAR_BEHIND_S) {
         // start, a gap (the source was away), or far behind: to the live edge now
         if (end - start > 0) {
           this.opts.onMark?.('seek');
