@@ -12,20 +12,20 @@
 // to TARGET behind the end at once, in either way. Data further behind the playhead than
 // KEEP_BEHIND_S is removed.
 //
-// WebKit (Safari, WebKitGTK) keeps a margin of its own: its MediaSource reports
+// WebKit (Safari, WebKitGTK) has a margin of its own: its MediaSource reports
 // HAVE_FUTURE_DATA only while the buffered range runs more than its time fudge factor
-// (2002/24000 s ≈ 83 ms, WebCore's MediaSource) past currentTime; below that the element waits
-// for data, the picture stops until the next append and a frame or two is lost. With jump
-// trimming (WebKit's default) SAFETY therefore defaults to WEBKIT_SAFETY_MS, just above the fudge
-// factor, and TARGET to WEBKIT_LAG_MS: trimming that takes the margin under the fudge factor is
-// what cost WebKit pictures (~22 a second) without making it earlier.
+// (2002/24000 s ≈ 83 ms, WebCore's MediaSource) past currentTime. Keeping SAFETY above it
+// (95 ms, lag 125, the defaults until 2026-12-07) was meant to spare WebKit the waits below it,
+// but measured it only made WebKit later: five 40 s runs each (bench/webkit_margins,
+// bench/README.md), WebKitGTK chunked p50 186–210 ms with those margins against 126–138 ms
+// with Chromium's (safety 20, lag 90), at 29.7–30 pictures a second, no stall recovery, quiet
+// or with one core kept busy (137–146 ms). So WebKit gets Chromium's margins; the jump
+// trimming keeps its wider slack (a seek costs WebKit more than a rate change costs Chromium).
 
 import { find, parseFragment, parseInit, parsePrft } from './mp4.js';
 
 const FAR_BEHIND_S = 1.0;
 const HAVE_CURRENT_DATA = 2;
-const WEBKIT_SAFETY_MS = 95;
-const WEBKIT_LAG_MS = 125;
 const KEEP_BEHIND_S = 6;
 // A MediaSource's first picture within this of the playhead is at the playhead (the WebKit
 // offset below puts it up to 1 ms after 0).
@@ -51,8 +51,8 @@ export class MsePlayer {
     // the only choice), rate elsewhere. A rate change costs nothing, so rate trims sooner.
     this.trim = opts.trim === 'rate' || opts.trim === 'jump' ? opts.trim : defaultTrim();
     const jump = this.trim === 'jump';
-    this.targetS = (opts.lagMs ?? (jump ? WEBKIT_LAG_MS : 90)) / 1000;
-    this.safetyS = (opts.safetyMs ?? (jump ? WEBKIT_SAFETY_MS : 20)) / 1000;
+    this.targetS = (opts.lagMs ?? 90) / 1000;
+    this.safetyS = (opts.safetyMs ?? 20) / 1000;
     this.slackS = (opts.slackMs ?? (jump ? 35 : 10)) / 1000;
     this.catchUpRate = opts.catchUpRate > 1 && opts.catchUpRate <= 2 ? opts.catchUpRate : CATCH_UP_RATE;
     this.ms = null;
