@@ -282,8 +282,8 @@ export class MsePlayer {
       // runs and an nspawn root, both for a viewer joining a running stream and for one opened
       // when pinhole starts, and as often for a rebuilt MediaSource (pinhole restarted, a new
       // resolution, the watchdog starting over) as for the page's first.
-      const zeroFirst = this.trim === 'jump';
-      if (item.fragment && !this.offsetSet && zeroFirst && !startsWithKey(item.data)) {
+      const startAtZero = this.trim === 'jump';
+      if (item.fragment && !this.offsetSet && startAtZero && !startsWithKey(item.data)) {
         // WebKit drops pictures up to the next IDR anyway (a MediaSource rebuilt after a media
         // error, before the reconnect's first fragment): the offset is set from a keyframe.
         this.event('before the first keyframe: not appended');
@@ -292,7 +292,7 @@ export class MsePlayer {
       }
       if (item.fragment && !this.offsetSet) {
         this.offsetSet = true;
-        if (zeroFirst) {
+        if (startAtZero) {
           // Rounded to whole milliseconds towards the fragment, so its first picture lands at
           // or just after 0, never a rounding error before it: a frame before
           // appendWindowStart (0) is dropped, and with it every picture up to the next IDR

@@ -531,7 +531,7 @@ impl Snapshots {
         }
         let (tx, rx) = tokio::sync::watch::channel(Reached::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let (tap, counters, last, stop2) = (
+        let (tap, counters, asked, stop2) = (
             self.tap.clone(),
             self.counters.clone(),
             self.asked.clone(),
@@ -539,7 +539,7 @@ impl Snapshots {
         );
         std::thread::Builder::new()
             .name("snapshot-decode".into())
-            .spawn(move || decode_loop(&tap, &counters, &last, &stop2, &tx))
+            .spawn(move || decode_loop(&tap, &counters, &asked, &stop2, &tx))
             .map_err(|e| format!("cannot start the snapshot decoder thread: {e}"))?;
         self.counters.warm.store(true, Ordering::Relaxed);
         *slot = Some(Worker {
