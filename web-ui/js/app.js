@@ -70,6 +70,7 @@ function frameShown() {
   if (S.firstFrameMs === null) S.firstFrameMs = now;
   S.frames++;
   S.lastFrameAt = now;
+  W.pictureCT = video.currentTime;
   fpsTimes.push(now);
 }
 const fpsTimes = [];
@@ -212,7 +213,7 @@ function startCompat() {
     showMessage('This browser has neither MSE nor native HLS: no way to play the stream.');
     return { stop() {}, captureNow: () => null, dropped: () => 0, size: () => [0, 0] };
   }
-  S.submode = 'LL-HLS parts';
+  S.submode = nativeFroze ? 'LL-HLS parts; native HLS froze' : 'LL-HLS parts';
   const player = new MsePlayer(video, {
     lagMs: num('lag') ?? 150, slackMs: num('slack'), safetyMs: num('safety'),
     onFatal: noteError,
@@ -242,6 +243,7 @@ function startCompat() {
 let autoMode = true;
 let modeStartedAt = 0;
 let noNativeHls = false;
+let nativeFroze = false; // the engine's HLS player stopped presenting pictures: see nativeWatchdog
 
 function switchTo(mode) {
   if (current) current.stop();
@@ -319,7 +321,7 @@ const STEADY_MS = 10000;
 const MAX_BACKOFF_MS = 20000;
 const W = {
   stage: 0, stageAt: 0, lastAction: -Infinity, backoff: 0, steadySince: 0, lastFragment: 0, flowSince: 0,
-  visibleAt: 0, lastCT: 0, movedAt: 0,
+  visibleAt: 0, lastCT: 0, movedAt: 0, pictureCT: 0,
 };
 document.addEventListener('visibilitychange', () => { W.visibleAt = performance.now(); W.stage = 0; });
 
@@ -341,6 +343,7 @@ function stallWatchdog() {
     if (!video.seeking && !video.paused && ct > W.lastCT && ct - W.lastCT < 1) W.movedAt = now;
     W.lastCT = ct;
   }
+  if (S.submode === 'native HLS') { nativeWatchdog(now); return; }
   const progressAt = S.mode === 'webcodecs' ? S.lastFrameAt : Math.max(S.lastFrameAt, W.movedAt);
   const since = Math.max(modeStartedAt, W.flowSince, W.visibleAt);
   const lastPicture = Math.max(progressAt, since);
@@ -351,7 +354,7 @@ function stallWatchdog() {
   // media still arriving, and for most of the stall the picture has stood still
   const flowing = now - W.lastFragment < 400 && W.lastFragment - lastPicture > 0.7 * limit;
   const idle = !current || document.hidden || S.offline || !flowing
-    || (current.suspended && current.suspended()) || S.submode === 'native HLS';
+    || (current.suspended && current.suspended());
   const stalledMs = Math.round(now - lastPicture);
   if (idle || stalledMs < limit) { W.stage = 0; return; }
   if (W.stage === 0 && now - W.lastAction < W.backoff) return; // a new episode waits its turn
@@ -372,6 +375,37 @@ function stallWatchdog() {
   }
 }
 setInterval(stallWatchdog, 100);
+
+// The engine's own HLS player (`?hls=native`, or an iPhone without MSE) shows us no fragments,
+// only pictures and its playhead. The failure it has been seen in: the playhead runs on at real
+// time while no picture after the first is presented. That is WebKitGTK's native HLS — GStreamer's
+// legacy hlsdemux under playbin — joining a live fMP4 playlist later than its first segments:
+// it places the segment it starts at by the playlist (seconds since the window's first segment)
+// while qtdemux stamps the pictures with their tfdt (seconds since pinhole's stream began), so
+// the sink holds each picture until the clock has run for pinhole's uptime (gst-launch-1.0
+// playbin shows the same: nothing rendered; playbin3's hlsdemux2 plays). No playlist can fix
+// that for every viewer, so after NATIVE_STALL_MS of a running playhead and no new picture the
+// page gives up on the engine's player: pinhole's own part follower where MSE exists (said in
+// the status line, for the rest of the page's life), else the native player starts over.
+const NATIVE_STALL_MS = 1200;
+function nativeWatchdog(now) {
+  const since = Math.max(modeStartedAt, W.visibleAt);
+  const stalledMs = Math.round(now - Math.max(S.lastFrameAt, since));
+  const ran = video.currentTime - (S.lastFrameAt > since ? W.pictureCT : 0);
+  if (!current || document.hidden || S.offline || video.paused || video.seeking) return;
+  if (stalledMs < NATIVE_STALL_MS || ran < 0.8 * (stalledMs / 1000)) return;
+  if (now - W.lastAction < W.backoff) return;
+  S.recoveries.push({ at: Math.round(now), stage: 'native', stalledMs });
+  if (S.recoveries.length > 50) S.recoveries.shift();
+  W.lastAction = now;
+  W.backoff = Math.min(MAX_BACKOFF_MS, Math.max(1000, W.backoff * 2));
+  if (mseAvailable()) {
+    noteError(`native HLS: no new picture in ${stalledMs} ms while its playhead ran; playing LL-HLS parts`);
+    nativeFroze = true;
+    noNativeHls = true;
+  }
+  switchTo('compat');
+}
 
 // The device line (an image built for a board: /api/status's optional `device` object): the
 // version, the A/B slot it booted from, the last update, and a failed setup in plain view.
