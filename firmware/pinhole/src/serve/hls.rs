@@ -20,7 +20,11 @@
 //!   `immutable` for a year: without the epoch, a cache in front (Cloudflare) would serve the
 //!   previous run's `seg-3.m4s` after a restart. A segment or init lasts at least one frame, so
 //!   a process numbers fewer than 1000 per second and the next epoch is past them all. Media
-//!   sequence numbers therefore also keep increasing across restarts.
+//!   sequence numbers therefore also keep increasing across restarts. They are ~1.8e12: valid
+//!   (RFC 8216 allows up to 2^64 − 1), but GStreamer's m3u8 parsers read EXT-X-MEDIA-SEQUENCE
+//!   into a 32-bit int and log "Numerical result out of range"; both its demuxers go on by the
+//!   URIs, and hlsdemux2 plays (tests/e2e/test_webkit.py's GStreamer test). What WebKitGTK's
+//!   native HLS trips on is something else (bench/README.md, issue 17).
 //! * **Held requests are bounded**: at most [`HlsConfig::max_held`] at once (blocking reloads
 //!   and not-yet-cut parts together; the next one gets 503 with `Retry-After: 1`), each for at
 //!   most three target durations (then 503, as 8216bis 6.2.5.2 says), and all are answered 503
