@@ -115,6 +115,19 @@ def context(report: dict) -> str:
             f"console {report['console'][-6:]}; {busiest()}")
 
 
+def picture_back_s(timeline: list[dict], recovery: dict) -> float | None:
+    """Seconds from the last picture before a stall (a watchdog action's `at` − `stalledMs`) to
+    the first timeline entry after it from which ≥ 8 frames follow within 500 ms; None if never."""
+    stopped_at = recovery["at"] - recovery["stalledMs"]
+    for i, e in enumerate(timeline):
+        if e["t_ms"] <= stopped_at:
+            continue
+        later = [x for x in timeline[i:] if x["t_ms"] - e["t_ms"] >= 500]
+        if later and later[0]["frames"] - e["frames"] >= 8:
+            return (e["t_ms"] - stopped_at) / 1000
+    return None
+
+
 def wait_for_file(proc: subprocess.Popen, path: Path, seconds: float) -> bool:
     """Waits up to `seconds` for the watcher to write `path`; fails if the watcher exits first."""
     deadline = time.time() + seconds
@@ -217,11 +230,11 @@ def wait_joined_late(ph, behind_s: float = 15.0, seconds: float = 60.0) -> str:
 
 
 def test_webkit_native_hls_joined_late_plays(pinhole, record_property):
-    """`?hls=native` opened when pinhole's playlist window begins 15 s into its stream. WebKitGTK's native HLS (GStreamer's
-    legacy hlsdemux, see the GStreamer test below) then presents one picture while its playhead
-    runs on: the page's native watchdog (web-ui/js/app.js) notices within NATIVE_STALL_MS and
-    plays pinhole's own part follower instead, saying so in the status line. Engine-neutral: a
-    native player that plays passes too. Either way pictures move at ≥ 10/s after the first
+    """`?hls=native` opened when pinhole's playlist window begins 15 s into its stream.
+    WebKitGTK's native HLS (GStreamer's legacy hlsdemux, see the GStreamer test below) then
+    presents one picture while its playhead runs on: the page's native watchdog
+    (web-ui/js/app.js) notices within NATIVE_STALL_MS and plays pinhole's own part follower
+    instead, saying so in the status line. Engine-neutral: a native player that plays passes too. Either way pictures move at ≥ 10/s after the first
     4 s, and a fall-back had the picture back within 2 s of the one the native player froze on."""
     ph = pinhole(SOURCE)
     ph.wait_video()
@@ -234,16 +247,7 @@ def test_webkit_native_hls_joined_late_plays(pinhole, record_property):
     tl = r["timeline"]
     last = tl[-1]
     fell_back = [x for x in (r.get("recoveries") or []) if x.get("stage") == "native"]
-    back_s = None
-    if fell_back:
-        stopped_at = fell_back[0]["at"] - fell_back[0]["stalledMs"]
-        for i, e in enumerate(tl):
-            if e["t_ms"] <= stopped_at:
-                continue
-            later = [x for x in tl[i:] if x["t_ms"] - e["t_ms"] >= 500]
-            if later and later[0]["frames"] - e["frames"] >= 8:
-                back_s = (e["t_ms"] - stopped_at) / 1000
-                break
+    back_s = picture_back_s(tl, fell_back[0]) if fell_back else None
     lat = pixel_latencies(r, tl[0]["t_ms"] + 4000)
     span_s = (last["t_ms"] - tl[0]["t_ms"]) / 1000 - 4
     s = {"fell_back": fell_back, "back_s": back_s, "submode": (last["player"] or {}).get("submode"),
@@ -268,13 +272,14 @@ GST_CLIENTS = [("playbin3", "GstHLSDemux2"), ("playbin", "GstHLSDemux")]
 @pytest.mark.parametrize("playbin,demuxer", GST_CLIENTS, ids=[c[0] for c in GST_CLIENTS])
 def test_gstreamer_hls_clients_joining_late(pinhole, record_property, playbin, demuxer):
     """What WebKitGTK's native HLS is made of, without the browser: gst-launch-1.0 plays
-    pinhole's playlist (joined late: its window begins 15 s into the stream) into a clock-synchronised fakesink for 8 s.
+    pinhole's playlist (joined late: its window begins 15 s into the stream) into a
+    clock-synchronised fakesink for 8 s.
 
     playbin3 picks hlsdemux2, which maps each fMP4 segment's tfdt onto its timeline: it must
     render ≥ 20 pictures a second. playbin picks the legacy hlsdemux (what Debian 12's WebKitGTK
     2.50 plays HLS with under WEBKIT_GST_ENABLE_HLS_SUPPORT=1, even with WEBKIT_GST_USE_PLAYBIN3=1:
-    it never picked hlsdemux2 here, GST_DEBUG=GST_ELEMENT_FACTORY:4 in the WebProcess): it places the
-    segment it starts at by the playlist (seconds since the window's first segment: a few) while
+    it never picked hlsdemux2 here, GST_DEBUG=GST_ELEMENT_FACTORY:4 in the WebProcess): it
+    places the segment it starts at by the playlist (seconds since the window's first segment: a few) while
     qtdemux stamps the pictures with their tfdt (seconds since pinhole's stream began), so the
     sink waits pinhole's uptime for the first one and renders none here. That is the failure the
     page's native watchdog answers; if this half fails, GStreamer has changed, and the watchdog's
@@ -542,16 +547,7 @@ def test_a_picture_that_stops_while_data_arrives_comes_back_within_2_s(pinhole, 
     tl = r["timeline"]
     t0 = tl[0]["t_ms"] - 200
     recov = [x for x in (r.get("recoveries") or []) if x["at"] >= t0 + 8000]
-    stopped_at = recov[0]["at"] - recov[0]["stalledMs"] if recov else None
-    resumed = None
-    for i, e in enumerate(tl):
-        if stopped_at is None or e["t_ms"] <= stopped_at:
-            continue
-        later = [x for x in tl[i:] if x["t_ms"] - e["t_ms"] >= 500]
-        if later and later[0]["frames"] - e["frames"] >= 8:
-            resumed = e
-            break
-    back_s = (resumed["t_ms"] - stopped_at) / 1000 if resumed else None
+    back_s = picture_back_s(tl, recov[0]) if recov else None
     lat = pixel_latencies(r, tl[-1]["t_ms"] - 3000)
     s = {"back_s": back_s, "recoveries": recov, "p50_last_3s": statistics.median(lat) if lat else None}
     record_property(f"{engine}-stall", s)

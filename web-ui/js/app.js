@@ -358,23 +358,25 @@ function stallWatchdog() {
   const stalledMs = Math.round(now - lastPicture);
   if (idle || stalledMs < limit) { W.stage = 0; return; }
   if (W.stage === 0 && now - W.lastAction < W.backoff) return; // a new episode waits its turn
-  const act = (stage) => {
-    S.recoveries.push({ at: Math.round(now), stage, stalledMs });
-    if (S.recoveries.length > 50) S.recoveries.shift();
-    W.lastAction = now;
-    W.backoff = Math.min(MAX_BACKOFF_MS, Math.max(1000, W.backoff * 2));
-  };
   if (W.stage === 0 && current.nudge && current.nudge()) {
-    act(1);
+    recovered(now, 1, stalledMs);
     W.stage = 1;
     W.stageAt = now;
   } else if (W.stage === 0 || now - W.stageAt >= NUDGE_MS) {
-    act(2);
+    recovered(now, 2, stalledMs);
     W.stage = 0;
     switchTo(S.mode);
   }
 }
 setInterval(stallWatchdog, 100);
+
+// Notes a watchdog action (window.pinhole.recoveries) and backs the next episode off.
+function recovered(now, stage, stalledMs) {
+  S.recoveries.push({ at: Math.round(now), stage, stalledMs });
+  if (S.recoveries.length > 50) S.recoveries.shift();
+  W.lastAction = now;
+  W.backoff = Math.min(MAX_BACKOFF_MS, Math.max(1000, W.backoff * 2));
+}
 
 // The engine's own HLS player (`?hls=native`, or an iPhone without MSE) shows us no fragments,
 // only pictures and its playhead. The failure it has been seen in: the playhead runs on at real
@@ -395,10 +397,7 @@ function nativeWatchdog(now) {
   if (!current || document.hidden || S.offline || video.paused || video.seeking) return;
   if (stalledMs < NATIVE_STALL_MS || ran < 0.8 * (stalledMs / 1000)) return;
   if (now - W.lastAction < W.backoff) return;
-  S.recoveries.push({ at: Math.round(now), stage: 'native', stalledMs });
-  if (S.recoveries.length > 50) S.recoveries.shift();
-  W.lastAction = now;
-  W.backoff = Math.min(MAX_BACKOFF_MS, Math.max(1000, W.backoff * 2));
+  recovered(now, 'native', stalledMs);
   if (mseAvailable()) {
     noteError(`native HLS: no new picture in ${stalledMs} ms while its playhead ran; playing LL-HLS parts`);
     nativeFroze = true;
