@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, children, ffmpeg_exec, free_port, http_get
+from hls_helpers import Playlist, parse_playlist
 
 UI_DIR = REPO / "tests" / "ui"
 ARTIFACTS = UI_DIR / "artifacts"
@@ -202,15 +203,7 @@ def test_webkit_plays_each_mode(pinhole, record_property, name, query, expect, b
 # --- the engine's own HLS, joined late --------------------------------------------------------------
 
 
-def first_pdt(text: str) -> float | None:
-    """The playlist's first EXT-X-PROGRAM-DATE-TIME (its window's first segment), Unix seconds."""
-    for line in text.splitlines():
-        if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
-            return datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp()
-    return None
-
-
-def wait_joined_late(ph, behind_s: float = 15.0, seconds: float = 60.0) -> str:
+def wait_joined_late(ph, behind_s: float = 15.0, seconds: float = 60.0) -> Playlist:
     """Waits until pinhole's playlist window begins `behind_s` seconds after its stream began (the
     first segment the first playlist listed): a viewer joining now joins a stream whose
     timestamps (tfdt) are that far past where a window-relative timeline would put them."""
@@ -220,11 +213,13 @@ def wait_joined_late(ph, behind_s: float = 15.0, seconds: float = 60.0) -> str:
     while time.time() < deadline:
         status, _, body = http_get(ph.port, "/hls/stream.m3u8")
         text = body.decode(errors="replace")
-        t = first_pdt(text) if status == 200 else None
-        if t is not None:
+        pl = parse_playlist(text) if status == 200 else None
+        pdt = pl.segments[0].pdt if pl and pl.segments else None
+        if pdt is not None:
+            t = datetime.fromisoformat(pdt.replace("Z", "+00:00")).timestamp()
             began = t if began is None else began
             if t - began >= behind_s:
-                return text
+                return pl
         time.sleep(0.5)
     pytest.fail(f"pinhole's playlist window did not move {behind_s} s past its start within {seconds} s: {text!r}")
 
@@ -299,7 +294,7 @@ def test_gstreamer_hls_clients_joining_late(pinhole, record_property, playbin, d
     rendered = [int(m) for m in re.findall(r"rendered: (\d+)", log)]
     used = sorted(set(re.findall(r"(GstHLSDemux2?):", log)))
     s = {"rendered": rendered[-1] if rendered else 0, "demuxers": used, "rc": out.returncode,
-         "media_sequence": next((line for line in playlist.splitlines() if "MEDIA-SEQUENCE" in line), None)}
+         "media_sequence": playlist.media_sequence}
     record_property(f"gstreamer-{playbin}", s)
     print(f"gstreamer {playbin}: {s}")
     ctx = f"{s}; gst-launch-1.0's last lines: {log.splitlines()[-8:]}"

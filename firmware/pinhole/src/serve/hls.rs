@@ -22,8 +22,9 @@
 //!   a process numbers fewer than 1000 per second and the next epoch is past them all. Media
 //!   sequence numbers therefore also keep increasing across restarts. They are ~1.8e12: valid
 //!   (RFC 8216 allows up to 2^64 − 1), but GStreamer's m3u8 parsers read EXT-X-MEDIA-SEQUENCE
-//!   into a 32-bit int and log "Numerical result out of range"; both its demuxers go on by the
-//!   URIs, and hlsdemux2 plays (tests/e2e/test_webkit.py's GStreamer test). What WebKitGTK's
+//!   into a 32-bit int and log "Numerical result out of range". The legacy hlsdemux then numbers
+//!   segments by matching URIs between reloads (gst-plugins-bad 1.22 `ext/hls/m3u8.c`), and
+//!   hlsdemux2 plays them at full rate (tests/e2e/test_webkit.py's GStreamer test). What WebKitGTK's
 //!   native HLS trips on is something else (bench/README.md, issue 17).
 //! * **Held requests are bounded**: at most [`HlsConfig::max_held`] at once (blocking reloads
 //!   and not-yet-cut parts together; the next one gets 503 with `Retry-After: 1`), each for at
