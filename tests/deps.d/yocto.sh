@@ -4,7 +4,8 @@
 # stray top-level `build` package, so it stays out of tests/.venv). Made with Debian's
 # /usr/bin/python3 so that the unprivileged user bitbake runs as can use it too.
 # With PINHOLE_YOCTO_LAYERS set (test_yocto's `bitbake -p` against local layer checkouts, see
-# yocto/README.md), also bitbake's host packages and the en_US.UTF-8 locale its sanity check wants.
+# yocto/README.md), also bitbake's host packages and the en_US.UTF-8 locale its sanity check wants,
+# and fakeroot (yocto/scripts/check-layer runs the recipes' do_install under it).
 YOCTO_VENV="$ROOT/tests/.cache/yocto-venv"
 YOCTO_PIP="kas==5.5 oelint-adv==9.11.2 oelint-data==1.5.26 oelint-parser==8.13.2"
 if wants e2e; then
@@ -18,7 +19,8 @@ if wants e2e; then
   if [[ -n "${PINHOLE_YOCTO_LAYERS:-}" ]]; then
     for deb in gawk wget git diffstat unzip texinfo gcc build-essential chrpath socat cpio \
                python3-pip python3-pexpect xz-utils debianutils iputils-ping python3-git \
-               python3-jinja2 python3-subunit zstd liblz4-tool file locales libacl1 rpcsvc-proto lz4; do
+               python3-jinja2 python3-subunit zstd liblz4-tool file locales libacl1 rpcsvc-proto lz4 \
+               fakeroot; do
       deb_installed "$deb" || pkgs+=("$deb")
     done
   fi

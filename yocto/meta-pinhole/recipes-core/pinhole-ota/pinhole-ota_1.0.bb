@@ -43,4 +43,9 @@ do_install() {
         ${D}${systemd_system_unitdir}/boot-complete.target.d/
 }
 
+# The boot-complete.target drop-in is no unit of SYSTEMD_SERVICE (systemd.bbclass adds only those
+# to FILES) and lies outside the default FILES: without this line do_package stops on
+# installed-vs-shipped (tests/e2e/test_yocto.py's install check).
+FILES:${PN} += "${systemd_system_unitdir}/boot-complete.target.d"
+
 RDEPENDS:${PN} = "rauc util-linux-flock"

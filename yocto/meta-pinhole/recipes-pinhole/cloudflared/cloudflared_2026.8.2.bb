@@ -27,7 +27,9 @@ GO_EXTRA_LDFLAGS = "-X main.Version=${PV} \
 
 inherit go-mod
 
-# Only the program: no Go sources in the image.
+# Only the program: no Go sources in the image. go_do_install put them under ${libdir}/go, the only
+# thing in ${libdir}: an empty ${libdir} left behind is installed-but-not-shipped (do_package).
 do_install:append() {
     rm -rf ${D}${libdir}/go
+    rmdir --ignore-fail-on-non-empty ${D}${libdir}
 }

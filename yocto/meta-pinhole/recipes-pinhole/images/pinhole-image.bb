@@ -11,23 +11,32 @@ SECTION = "images"
 LICENSE = "MIT"
 
 IMAGE_FEATURES += "read-only-rootfs ssh-server-openssh"
-IMAGE_INSTALL = "packagegroup-core-boot \
+# CORE_IMAGE_BASE_INSTALL (core-image.bbclass) keeps packagegroup-base-extended, which carries the
+# machine's MACHINE_EXTRA_RDEPENDS/RRECOMMENDS (packagegroup-machine-base): the Pi's Wi-Fi
+# firmware and udev-rules-rpi (/dev/dma_heap for rpicam-vid as pinhole's dynamic user), the
+# Jetson's Ethernet, Wi-Fi and camera modules. Assigning IMAGE_INSTALL without it drops them all
+# (tests/e2e/test_yocto.py checks the image's build list for every machine's extra packages).
+IMAGE_INSTALL = "${CORE_IMAGE_BASE_INSTALL} \
                  avahi-daemon \
                  pinhole \
                  pinhole-appliance \
                  pinhole-cloudflared \
                  wpa-supplicant \
-                 ${CORE_IMAGE_EXTRA_INSTALL} \
 "
 IMAGE_LINGUAS = ""
 
 inherit core-image
 
-# --- Raspberry Pi: meta-rauc-raspberrypi's A/B layout, unchanged (yocto/README.md) ----------
+# --- Raspberry Pi: meta-rauc-raspberrypi's A/B layout with fixed-size slots (yocto/README.md) --
 # p1 boot (FAT) | p2 rootfs A | p3 rootfs B | p4 extended: p5 /data (100 MB), p6 /home (grows).
 # The override `rpi` is meta-raspberrypi's machine family, which oelint-adv does not know.
 # nooelint: oelint.vars.specific
-WKS_FILE:rpi = "sdimage-dual-raspberrypi.wks.in"
+WKS_FILE:rpi = "pinhole-sdimage-dual-raspberrypi.wks.in"
+# The slots are 1024 MiB each (files/wic/pinhole-sdimage-dual-raspberrypi.wks.in): a root file
+# system larger than that (in KiB, with IMAGE_OVERHEAD_FACTOR and the extra space included) stops
+# the build (image.bbclass), so every bundle built fits the slot it is installed into.
+# nooelint: oelint.vars.specific
+IMAGE_ROOTFS_MAXSIZE:rpi = "1048576"
 # Bundles take the ext4 root file system; the card image is the wic with its bmap.
 # nooelint: oelint.vars.specific
 IMAGE_FSTYPES:rpi = "wic.bz2 wic.bmap ext4"

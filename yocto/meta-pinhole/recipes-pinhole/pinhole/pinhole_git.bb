@@ -60,7 +60,10 @@ do_install:append() {
     install -m 0644 ${S}/systemd/pinhole.avahi.service ${D}${sysconfdir}/avahi/services/pinhole.service
     install -m 0644 ${S}/systemd/50-pinhole-port80.conf ${D}${nonarch_libdir}/sysctl.d/50-pinhole-port80.conf
     install -m 0644 ${S}/board/${PINHOLE_BOARD}/pinhole.toml ${D}${sysconfdir}/pinhole/pinhole.toml
-    install -m 0644 ${S}/README.md ${S}/systemd/README.md ${D}${docdir}/${BPN}/
+    # Two files named README.md: one `install` call with both stops ("will not overwrite
+    # just-created"), so each gets its own name.
+    install -m 0644 ${S}/README.md ${D}${docdir}/${BPN}/README.md
+    install -m 0644 ${S}/systemd/README.md ${D}${docdir}/${BPN}/README.systemd.md
 }
 
 PACKAGES =+ "${PN}-cloudflared"
