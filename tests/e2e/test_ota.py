@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, free_port, pinhole_bin, require_tool
-from ota_device import Device, make_bundle, make_image, make_keys, read_env, slot_tree
+from ota_device import BOOT_TRIES, Device, make_bundle, make_image, make_keys, read_env, slot_tree
 
 TOOL = REPO / "ota" / "pinhole-ota"
 SLOT_MB = 40
@@ -517,6 +517,41 @@ def test_a_slot_whose_pinhole_never_becomes_ready_rolls_back_to_the_old_slot(ota
     st = json.loads(ota.device.sh(["rauc", "status", "--output-format=json"]).stdout)
     states = {d["bootname"]: d["boot_status"] for e in st["slots"] for d in e.values()}
     assert states == {old: "good", new: "bad"}, states
+
+
+def test_a_good_slot_booted_again_and_again_without_a_camera_stays_on_its_slot(ota):
+    """Normal boots are not trials: a camera unplugged (pinhole never serves a fragment, so
+    boot-complete.target is never reached) must not run a good slot's U-Boot tries out. Before
+    the fix only pinhole-ota-commit.service (after boot-complete.target) refilled them: the
+    fourth such boot went to the other slot. `device.boot` in /api/status says why it stays."""
+    before = ota.healthy()
+    slot = before["SLOT"]
+    conf = ota.device.data / "pinhole/pinhole.toml"
+    good = conf.read_text()
+    # The camera is gone: a source that never produces a picture (pinhole runs, never ready).
+    conf.write_text(good.replace('source = "testsrc?size=320x240&fps=15&gop=15"', 'source = "exec:sleep 100000"'))
+    assert conf.read_text() != good
+    try:
+        for n in range(BOOT_TRIES + 1):
+            boots = len(ota.device.boots)
+            ota.device.sh(["systemctl", "reboot"], check=False, timeout=10)
+            t0 = time.time()
+            while len(ota.device.boots) == boots and time.time() - t0 < 60:
+                time.sleep(0.2)
+            ota.device.wait_up()
+            assert ota.device.boots[-1] == slot, f"boot {n + 1} without a camera left slot {slot}: {ota.device.boots}"
+            dev = ota.device_report(lambda d: "marked good at boot" in (d.get("boot") or ""), timeout=60)
+            assert dev["boot"].startswith(f"normal boot of slot {slot}: marked good at boot"), dev
+            left = read_env(ota.device.env)[f"BOOT_{slot}_LEFT"]
+            assert left == str(BOOT_TRIES), f"boot {n + 1}: U-Boot's tries for {slot} not refilled ({left})"
+            active = ota.device.sh(["systemctl", "is-active", "boot-complete.target"], check=False).stdout.strip()
+            assert active != "active", "the camera-less boot reached boot-complete.target: the test shows nothing"
+    finally:
+        conf.write_text(good)
+    ota.device.sh(["systemctl", "reboot"], check=False, timeout=10)
+    time.sleep(2)
+    after = ota.healthy()
+    assert after["SLOT"] == slot, after
 
 
 @pytest.mark.parametrize("stage", ["device", "check", "upload", "install", "reboot", "wait"])

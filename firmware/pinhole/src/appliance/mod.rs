@@ -23,6 +23,10 @@ pub struct DeviceInfo {
     pub last_update: Option<String>,
     /// Why the owner's first-boot file was refused (the previous configuration is in use).
     pub setup_error: Option<String>,
+    /// How this boot is judged, one line: a new slot's trial (kept only once pinhole streams),
+    /// or a normal boot of a good slot, kept whatever the camera or the network do
+    /// (`pinhole-ota-device boot`, `BOOT_NOTE` in `device.env`).
+    pub boot: Option<String>,
 }
 
 /// The shared, updatable copy the HTTP side reads.
@@ -86,6 +90,7 @@ mod tests {
             slot: Some("B".into()),
             last_update: None,
             setup_error: Some("bad".into()),
+            boot: None,
         });
         let m = d.prometheus();
         assert!(

@@ -52,6 +52,8 @@ pub struct UpdateState {
     /// RFC 3339, UTC.
     pub time: String,
     pub reason: String,
+    /// How this boot is judged (`BOOT_NOTE`): a trial, or a normal boot kept on its slot.
+    pub boot: Option<String>,
 }
 
 /// `KEY=value` lines (os-release syntax: optional single or double quotes).
@@ -112,6 +114,7 @@ pub fn from_texts(
         from_version: get("LAST_UPDATE_FROM_VERSION").unwrap_or_default(),
         time: get("LAST_UPDATE_TIME").unwrap_or_default(),
         reason: get("LAST_UPDATE_REASON").unwrap_or_default(),
+        boot: get("BOOT_NOTE"),
     }
 }
 
@@ -170,6 +173,7 @@ pub fn apply(info: &mut DeviceInfo, src: &Sources<'_>) -> bool {
     }
     info.slot.clone_from(&s.slot);
     info.last_update = last_update_line(&s);
+    info.boot.clone_from(&s.boot);
     true
 }
 
@@ -338,12 +342,28 @@ mod tests {
     }
 
     #[test]
+    fn a_normal_boot_says_why_it_is_kept() {
+        let s = from_texts(
+            Some("VERSION='1.0'\nSLOT='B'\nTRIAL='no'\nBOOT='normal'\nBOOT_NOTE='normal boot of slot B: marked good at boot'\n"),
+            None,
+            None,
+        );
+        assert!(!s.trial);
+        assert_eq!(
+            s.boot.as_deref(),
+            Some("normal boot of slot B: marked good at boot")
+        );
+        assert_eq!(from_texts(Some("SLOT='A'\n"), None, None).boot, None);
+    }
+
+    #[test]
     fn metrics_name_the_result_and_the_trial() {
         let mut info = DeviceInfo {
             version: "1.0".into(),
             slot: Some("A".into()),
             last_update: last_update_line(&from_texts(Some(ROLLED_BACK), None, None)),
             setup_error: None,
+            boot: None,
         };
         let m = prometheus(&info);
         assert!(m.contains("pinhole_device_trial_boot 0\n"), "{m}");
