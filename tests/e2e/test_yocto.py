@@ -30,6 +30,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -322,7 +323,7 @@ def test_the_whole_stack_parses_with_bitbake():
         pytest.skip("SKIPPED: `bitbake -p` of the whole stack needs local checkouts of the pinned "
                     "layers; set PINHOLE_YOCTO_LAYERS=DIR (one checkout per kas repository name, "
                     "see yocto/scripts/parse-stack --help). Everything else here ran.")
-    machines = os.environ.get("PINHOLE_YOCTO_MACHINES", "raspberrypi4-64").split()
+    machines = os.environ.get("PINHOLE_YOCTO_MACHINES", " ".join(BOARD_KAS)).split()
     env = dict(os.environ, KAS=venv_tool("kas"))
     p = subprocess.run([str(YOCTO / "scripts/parse-stack"), *machines], env=env,
                        capture_output=True, text=True, timeout=1800)
@@ -340,7 +341,94 @@ def test_the_whole_stack_parses_with_bitbake():
         install = re.search(r'^IMAGE_INSTALL="(.*)"$', image, re.M).group(1).split()
         assert {"pinhole", "pinhole-appliance", "pinhole-cloudflared"} <= set(install), install
         assert "read-only-rootfs" in re.search(r'^IMAGE_FEATURES="(.*)"$', image, re.M).group(1)
+        assert "packagegroup-base-extended" in install, install
         if m.startswith("raspberrypi"):
-            assert re.search(r'^WKS_FILE="sdimage-dual-raspberrypi.wks.in"$', image, re.M)
+            assert re.search(r'^WKS_FILE="pinhole-sdimage-dual-raspberrypi.wks.in"$', image, re.M)
             assert {"rauc", "pinhole-ota"} <= set(install), install
     print(tail[-1500:])
+    # What a build would do with what was parsed: yocto/scripts/check-layer (its --help lists
+    # the checks; tests/README.md says which defect each one found on the commit before its fix).
+    p = subprocess.run([sys.executable, str(YOCTO / "scripts/check-layer"), "--layers", layers,
+                        "--env-dir", str(build / "env"), *machines], capture_output=True, text=True, timeout=900)
+    print(p.stdout[-8000:], p.stderr[-3000:])
+    assert p.returncode == 0, f"check-layer found faults:\n{p.stdout[-6000:]}{p.stderr[-2000:]}"
+    for m in machines:
+        assert f"check-layer: {m}: machine-extras: ok" in p.stdout, p.stdout
+        assert f"check-layer: {m}: board-programs: ok" in p.stdout, p.stdout
+        assert f"check-layer: {m}: install:pinhole: ok" in p.stdout, p.stdout
+        if m.startswith("raspberrypi"):
+            for check in ("camera", "rauc-keyring", "slot-size", "install:pinhole-ota", "install:rauc-conf"):
+                assert f"check-layer: {m}: {check}: ok" in p.stdout, (check, p.stdout)
+
+
+# ---------------------------------------------------------------- without the layers
+
+
+def device_script_keyring(root: Path) -> str:
+    """What ota/pinhole-ota's device script reads as the camera's keyring, run against a tree
+    (its absolute /etc/rauc, /run/rauc and /usr/lib/rauc moved under ROOT)."""
+    src = (REPO / "ota/pinhole-ota").read_text()
+    m = re.search(r'DEVICE_SCRIPT = r"""(.*?)echo "@@ rauc"', src, re.S)
+    assert m, "ota/pinhole-ota has no DEVICE_SCRIPT"
+    script = re.sub(r"(?<![\w.])/(etc|run|usr/lib)/rauc", lambda x: f"{root}/{x.group(1)}/rauc", m.group(1))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout
+    return out.split("@@ keyring", 1)[-1].strip()
+
+
+def test_pinhole_ota_reads_the_keyring_where_rauc_1_15_finds_it(tmp_path):
+    """The image installs system.conf and the keyring in /usr/lib/rauc (meta-rauc's rauc-conf at
+    the locked commit, recipes-core/rauc/rauc-conf.bb: ${nonarch_libdir}/rauc). RAUC 1.15 takes
+    the first of /etc, /run, /usr/lib/rauc/system.conf (rauc v1.15.2 src/context.c,
+    search_paths) and reads a relative keyring path beside that file (src/utils.c,
+    resolve_path). On the commit before the fix the layer's system.conf named
+    /etc/rauc/ca.cert.pem and pinhole-ota read only /etc/rauc/system.conf: both missed it."""
+    conf = (LAYER / "recipes-core/rauc/files/system.conf").read_text()
+    path = re.search(r"^\[keyring\][^\[]*?^path\s*=\s*(\S+)", conf, re.M | re.S).group(1)
+    assert not path.startswith("/"), f"system.conf's keyring path {path} is absolute: on the image it is beside system.conf"
+    lib = tmp_path / "usr/lib/rauc"
+    lib.mkdir(parents=True)
+    (lib / "system.conf").write_text(conf)
+    cert = "-----BEGIN CERTIFICATE-----\nstand-in CA for this test\n-----END CERTIFICATE-----"
+    (lib / path).write_text(cert + "\n")
+    assert device_script_keyring(tmp_path) == cert
+    # /etc wins when it exists (RAUC's order), as a developer's override would.
+    (tmp_path / "etc/rauc").mkdir(parents=True)
+    (tmp_path / "etc/rauc/system.conf").write_text("[keyring]\npath=/nonexistent.pem\n")
+    assert device_script_keyring(tmp_path) == ""
+
+
+def test_the_root_slots_have_a_fixed_size_and_the_build_a_maximum():
+    """meta-rauc-raspberrypi's .wks sizes each root slot to the root file system of the build
+    that made the card: a later release a little bigger cannot be installed. The layer's own
+    .wks (same partitions and labels) fixes both slots, and IMAGE_ROOTFS_MAXSIZE stops a build
+    that outgrows them (image.bbclass). check-layer's slot-size check reads the .wks the parsed
+    image really uses; this one reads the layer's files without the layers."""
+    image = (LAYER / "recipes-pinhole/images/pinhole-image.bb").read_text()
+    wks_name = re.search(r'^WKS_FILE:rpi = "([^"]+)"', image, re.M).group(1)
+    wks = LAYER / "files/wic" / wks_name
+    assert wks.is_file(), f"WKS_FILE {wks_name} is not the layer's own (files/wic/)"
+    sizes = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"--label (rootfs_[AB])\b.*--fixed-size (\d+)M", wks.read_text())}
+    assert set(sizes) == {"rootfs_A", "rootfs_B"} and len(set(sizes.values())) == 1, sizes
+    maxsize = int(re.search(r'^IMAGE_ROOTFS_MAXSIZE:rpi = "(\d+)"', image, re.M).group(1))
+    assert 0 < maxsize <= sizes["rootfs_A"] * 1024, (maxsize, sizes)
+
+
+def test_check_layer_reads_bitbake_e_output_as_bitbake_writes_it(tmp_path):
+    """check-layer's reader of `bitbake -e` (bb/data.py emit_var: escaped quotes, backquotes and
+    dollars, a newline as ` \\` and a new line; shell functions as NAME() { … })."""
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("check_layer", str(YOCTO / "scripts/check-layer"))
+    spec = importlib.util.spec_from_loader("check_layer", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    dump = tmp_path / "x.env"
+    dump.write_text('#\n# $A\nA="one \\"two\\" \\$x \\`y\\`"\nexport B="line1 \\\nline2"\n'
+                    '# line: 1, file: f\ndo_install() {\n\tinstall -d ${D}\n}\nC="" \n')
+    env = mod.Env(dump)
+    assert env.get("A") == 'one "two" $x `y`', env.vars
+    assert env.get("B") == "line1\nline2", env.vars
+    assert env.funcs["do_install"] == "\tinstall -d ${D}", env.funcs
+    p = subprocess.run([sys.executable, str(YOCTO / "scripts/check-layer"), "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "installed-vs-shipped" in p.stdout and "slot-size" in p.stdout, p.stdout

@@ -13,11 +13,9 @@
 # to ${UNPACKDIR}/DIR/NAME (fetch2/__init__.py, unpack), not to ${UNPACKDIR}/NAME where
 # rauc-conf's do_install reads ${RAUC_KEYRING_FILE}. tests/e2e/test_yocto.py runs that
 # do_install (yocto/scripts/check-layer).
-PINHOLE_KEYRING_DIR = "${@d.getVar('PINHOLE_RAUC_KEY_DIR') or d.getVar('PINHOLE_REPO') + '/yocto/keys'}"
-FILESEXTRAPATHS:prepend:pinhole-os := "${THISDIR}/files:${PINHOLE_KEYRING_DIR}:"
+FILESEXTRAPATHS:prepend:pinhole-os := "${THISDIR}/files:${@d.getVar('PINHOLE_RAUC_KEY_DIR') or d.getVar('PINHOLE_REPO') + '/yocto/keys'}:"
 
-# meta-rauc's rauc-conf variables, which oelint-adv does not know.
-# nooelint: oelint.vars.mispell.unknown
+# meta-rauc's rauc-conf variable (the keyring's file name in ${UNPACKDIR}).
 RAUC_KEYRING_FILE:pinhole-os = "ca.cert.pem"
 # meta-rauc's rauc-conf variable (the keyring's URI), unknown to oelint-adv.
 # nooelint: oelint.vars.mispell.unknown
