@@ -546,10 +546,14 @@ def test_a_good_slot_booted_again_and_again_without_a_camera_stays_on_its_slot(o
             ota.device.wait_up()
             dev = ota.device_report(lambda d: d.get("slot") == slot, timeout=60)
             t0 = time.time()  # pinhole-ota-deadline.service marks the slot good once rauc runs
-            while "marked good" not in (dev.get("boot") or "") and time.time() - t0 < 30:
+            while not re.search(r"marked good at boot|mark-good failed", dev.get("boot") or "") and time.time() - t0 < 30:
                 time.sleep(0.5)
                 dev = ota.device_report(lambda d: True)
             notes.append(dev.get("boot"))
+            if "marked good at boot" not in (dev.get("boot") or ""):
+                notes.append(ota.device.sh(["sh", "-c", "cat /run/pinhole-ota/device.env; systemctl status --no-pager "
+                                            "pinhole-ota-deadline.service; journalctl -b --no-pager -u "
+                                            "pinhole-ota-deadline.service | tail -n 20"], check=False).stdout)
             active = ota.device.sh(["systemctl", "is-active", "boot-complete.target"], check=False).stdout.strip()
             assert active != "active", "the camera-less boot reached boot-complete.target: the test shows nothing"
         left = read_env(ota.device.env)[f"BOOT_{slot}_LEFT"]
