@@ -234,6 +234,11 @@ BAD = {
     "tunnel-on-lan": ({"pinhole": '[pinhole.tunnel]\nlisten = "0.0.0.0:8081"\nteam = "t"\naud = "a"\n'}, ["tunnel.listen", "loopback"], None),
     "password-twice": ({"pinhole": '[pinhole.lan]\npassword = "pw-twice-secret"\npassword_hash = "$argon2id$x"\n'}, ["password or password_hash"], "pw-twice-secret"),
     "empty": ({"wifi": "", "ssh": "", "cloudflared": "", "pinhole": ""}, ["nothing to import"], None),
+    # Issue 22: the reason itself used to carry these (setup-error, /api/status, the header).
+    "unknown-source-url": ({"pinhole": '[pinhole]\nsource = "http://admin:cam-secret-7@10.0.0.5/video"\n'},
+                           ["source", "not a known source"], "cam-secret-7"),
+    "wifi-password-as-number": ({"wifi": '[wifi]\ncountry = "GB"\nssid = "x"\npassword = 918273645\n'},
+                                ["[wifi]", "invalid type"], "918273645"),
 }
 
 
@@ -251,8 +256,11 @@ def test_an_invalid_value_is_refused_and_the_previous_configuration_stays(card, 
     assert p.returncode == 1, f"{case}: exit {p.returncode}, expected 1 (rejected):\n{p.stderr}"
     reason = card.setup_error()
     assert reason, "no setup-error recorded"
-    # pinhole (another user: systemd's dynamic one) reads it for /api/status.
-    assert (card.data / "pinhole/state/setup-error").stat().st_mode & 0o044 == 0o044
+    # 0600 and owned by the state directory's owner (pinhole's dynamic user on the image, which
+    # reads it for /api/status); before issue 22 it was 0644, readable by every local user.
+    err_file = card.data / "pinhole/state/setup-error"
+    assert err_file.stat().st_mode & 0o777 == 0o600, oct(err_file.stat().st_mode)
+    assert err_file.stat().st_uid == err_file.parent.stat().st_uid
     for w in words:
         assert w in reason, f"{case}: the reason does not name {w!r}: {reason}"
         assert w in p.stderr, f"{case}: stderr (the journal) does not name {w!r}: {p.stderr}"
@@ -262,6 +270,8 @@ def test_an_invalid_value_is_refused_and_the_previous_configuration_stays(card, 
     assert rejected.startswith("# pinhole did not import this file") and reason.split(": ", 1)[1][:40] in rejected
     if secret:
         assert secret not in rejected, f"{case}: the secret stayed on the card:\n{rejected}"
+        assert secret not in reason, f"{case}: the reason carries the secret: {reason}"
+        assert secret not in p.stderr, f"{case}: stderr (the journal) carries the secret: {p.stderr}"
         assert secret not in every_file_text(card.data), f"{case}: the secret reached /data"
     # The next good file clears the error.
     card.file.write_text(setup_file(line))

@@ -9,11 +9,14 @@ import time
 from cmaf import CmafClient, StreamEnded, check_fragments, check_live, parse_stream, quick_prft_time
 from conftest import looped_exec
 
-STALL_S = 30.0
+# Below limits::WRITE_STALL_TIMEOUT (20 s), after which a client that reads nothing is closed
+# (issue 22; tests/e2e/test_hardening.py shows that).
+STALL_S = 17.0
 RSS_LIMIT_KB = 60 * 1024
-# The hub's ring legitimately fills for its first ~12 s of media (~12 MB at 8 Mbit/s); after
-# that, and once the stalled viewer's queue is full, RSS must be flat.
-RSS_FLAT_AFTER_S = 15.0
+# The hub's ring legitimately fills for its first ~12 s of media (~12 MB at 8 Mbit/s; pinhole
+# has run for a few seconds when the stall begins); after that, and once the stalled viewer's
+# queue is full, RSS must be flat.
+RSS_FLAT_AFTER_S = 8.0
 RSS_GROWTH_KB = 4 * 1024
 
 
@@ -70,7 +73,7 @@ def test_stalled_viewer_is_skipped_to_the_next_idr_and_memory_stays_bounded(pinh
     # Memory: bounded, and flat once the stalled viewer's queue is full.
     peak = max(kb for _, kb in rss)
     mid = max(kb for t, kb in rss if RSS_FLAT_AFTER_S <= t <= RSS_FLAT_AFTER_S + 5)
-    late = max(kb for t, kb in rss if t >= STALL_S - 5)
+    late = max(kb for t, kb in rss if t >= STALL_S - 4)
     series = [kb // 1024 for _, kb in rss]
     assert peak < RSS_LIMIT_KB, f"VmRSS peaked at {peak // 1024} MB (limit {RSS_LIMIT_KB // 1024} MB): {series}"
     assert late - mid < RSS_GROWTH_KB, \

@@ -407,8 +407,9 @@ function nativeWatchdog(now) {
 }
 
 // The device line (an image built for a board: /api/status's optional `device` object): the
-// version, the A/B slot it booted from, the last update, and a failed setup in plain view.
-// Absent (pinhole run by hand) or malformed: nothing shown.
+// version, the A/B slot it booted from, the last update, the SSH host key fingerprints (to
+// compare with what ssh or pinhole-ota shows on a first connection), and a failed setup in
+// plain view. Absent (pinhole run by hand) or malformed: nothing shown.
 function showDevice(d) {
   const el = $('device');
   const str = (x) => (typeof x === 'string' && x ? x : null);
@@ -417,6 +418,10 @@ function showDevice(d) {
   if (str(d.version)) parts.push(`pinhole ${d.version}`);
   if (d.slot === 'A' || d.slot === 'B') parts.push(`slot ${d.slot}`);
   if (str(d.last_update)) parts.push(`updated ${d.last_update}`);
+  if (Array.isArray(d.ssh_host_keys)) {
+    const keys = d.ssh_host_keys.filter((k) => str(k) && /^[A-Z0-9]+ SHA256:[A-Za-z0-9+/]+$/.test(k));
+    if (keys.length) parts.push(`ssh ${keys.join(', ')}`);
+  }
   el.textContent = parts.join(' · ');
   if (str(d.setup_error)) {
     const e = document.createElement('span');

@@ -78,6 +78,14 @@ CONFIG FILE (--config FILE), TOML; flags override it:
   cert = \"/etc/pinhole/cert.pem\"  # for https://; without cert and key, a self-signed
   key = \"/etc/pinhole/key.pem\"    #   one is made on first start in state_dir
   password_hash = \"$argon2id$...\" # from `pinhole hash-password`; unset: no password
+  trusted_proxies = [\"127.0.0.1\"] # reverse proxies (ADDR or ADDR/PREFIX) whose
+                                #   X-Forwarded-For (else Forwarded: for=) names the client;
+                                #   guess limiting keys on it. Unset: the headers are ignored
+  hosts = [\"cam.example.net\"]   # more names an open listener accepts in Host (besides its
+                                #   addresses, pinhole.local, the host name, localhost)
+  cors_origins = [\"https://mainsail.example.net\"]  # more origins whose pages may read
+                                #   /hls/ and /api/time (besides private-range, link-local and
+                                #   loopback addresses, .local names and the device's names)
   [tunnel]                      # for cloudflared only: every request needs Cloudflare Access
   listen = \"127.0.0.1:8081\"     # loopback only; point cloudflared's ingress here
   team = \"myteam\"               # myteam.cloudflareaccess.com
@@ -95,8 +103,13 @@ ACCESS:
   client (429). Make the hash with: pinhole hash-password < file-with-password
   Tunnel: each request must carry Cf-Access-Jwt-Assertion (RS256, the team's keys fetched from
   https://TEAM.cloudflareaccess.com/cdn-cgi/access/certs, aud, iss, exp/nbf), else 403.
-  Limits: request head 16 KiB (431), 10 s to send it or between requests, 256 connections per
-  listener and 32 per LAN client (not 127.0.0.1), 100 held LL-HLS requests.
+  Limits: request head 16 KiB (431), 10 s to send it or between requests, 20 s for a client
+  that stops reading an answer, 256 connections per listener (when full, a client with fewer
+  takes the place of the busiest one's oldest) and 32 per LAN client (not 127.0.0.1), of them 8
+  not yet authenticated under a password; 401/403/429 close the connection; 100 held LL-HLS
+  requests. An open listener answers 421 to a Host that is not the device's (see [lan] hosts).
+  Camera passwords (URL user:pass@, user-pw=, password=, pass=, token=, the config's secrets)
+  are masked in logs, status and pages.
 
 ENDPOINTS:
   GET  /                  the player
@@ -239,6 +252,9 @@ struct LanFile {
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     password_hash: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
+    hosts: Option<Vec<String>>,
+    cors_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -271,6 +287,12 @@ pub struct Config {
     /// The LAN password's argon2 PHC string (checked to parse); `None`: the LAN is open.
     pub password_hash: Option<String>,
     pub tunnel: Option<TunnelConfig>,
+    /// `[lan] trusted_proxies`: peers whose `X-Forwarded-For`/`Forwarded` name the client.
+    pub trusted_proxies: Vec<crate::gate::origin::Cidr>,
+    /// `[lan] hosts`: more names an open listener accepts in `Host`.
+    pub hosts: Vec<String>,
+    /// `[lan] cors_origins`: more origins whose pages may read the LL-HLS.
+    pub cors_origins: Vec<String>,
 }
 
 /// One camera: `[[stream]]` in the file, or the single stream of `source =` / `--source`.
@@ -304,12 +326,16 @@ pub fn check_stream_name(name: &str) -> Result<(), String> {
 }
 
 /// A configuration error: one line for the user, already naming the key and what is allowed.
+/// Shown redacted ([`crate::redact`]): it may quote a source URL or a value the file gives.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
+#[error("{}", crate::redact::redact(.0))]
 pub struct ConfigError(pub String);
 
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+        if let Some(s) = &cli.source {
+            crate::redact::remember_url_passwords(s);
+        }
         let file = match &cli.config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
@@ -380,6 +406,43 @@ impl Config {
                 )))
             }
         };
+        let trusted_proxies = lan
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                crate::gate::origin::Cidr::parse(s).map_err(|e| {
+                    ConfigError(format!(
+                        "{} = {s:?}: {e}; e.g. [\"127.0.0.1\", \"10.0.0.0/8\"]",
+                        origin("lan.trusted_proxies")
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hosts = lan.hosts.unwrap_or_default();
+        if let Some(h) = hosts.iter().find(|h| {
+            h.is_empty()
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }) {
+            return Err(ConfigError(format!(
+                "{} = {h:?}: a host name (letters, digits, '-' and '.'), e.g. \"camera.example.net\"",
+                origin("lan.hosts")
+            )));
+        }
+        let cors_origins = lan.cors_origins.unwrap_or_default();
+        if let Some(o) = cors_origins.iter().find(|o| {
+            let rest = o
+                .strip_prefix("http://")
+                .or_else(|| o.strip_prefix("https://"));
+            rest.is_none_or(|r| r.is_empty() || r.contains('/') || r.contains(char::is_whitespace))
+        }) {
+            return Err(ConfigError(format!(
+                "{} = {o:?}: an origin is scheme://host[:port] with no path, e.g. \"https://mainsail.example.net\"",
+                origin("lan.cors_origins")
+            )));
+        }
         let password_hash = match lan.password_hash {
             Some(h) => {
                 crate::gate::auth::check_hash(&h)
@@ -529,6 +592,9 @@ impl Config {
             tls,
             password_hash,
             tunnel,
+            trusted_proxies,
+            hosts,
+            cors_origins,
         })
     }
 }
@@ -589,6 +655,11 @@ fn parse_source_timeout(text: &str) -> Result<u32, String> {
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    // Its secret values, whatever their type, are masked wherever they might reappear (an
+    // error about them, a source's error output).
+    if let Ok(t) = toml::from_str::<toml::Table>(&text) {
+        crate::redact::remember_toml(&toml::Value::Table(t), false);
+    }
     parse_file(&text).map_err(|msg| ConfigError(format!("{}: {msg}", path.display())))
 }
 

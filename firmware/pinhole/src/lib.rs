@@ -21,6 +21,7 @@ pub mod config;
 pub mod gate;
 pub mod hub;
 pub mod pipeline;
+pub mod redact;
 pub mod sdnotify;
 pub mod serve;
 pub mod source;

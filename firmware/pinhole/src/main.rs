@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 use media::segmenter::SegmenterConfig;
 use pinhole::config::{Cli, Command, Config};
 use pinhole::gate::policy::Policy;
-use pinhole::gate::{access, auth, limits, tls};
+use pinhole::gate::{access, auth, limits, origin, tls};
 use pinhole::serve::{http, snapshot};
 use pinhole::{hub, pipeline, sdnotify, source, status};
 
@@ -135,6 +135,11 @@ fn setup_import(args: &pinhole::appliance::firstboot::SetupImportArgs) -> ExitCo
     if report.finished_interrupted {
         eprintln!("pinhole setup-import: finished an import that was interrupted (power cut?)");
     }
+    if let Some(e) = &report.result_file_error {
+        eprintln!(
+            "pinhole setup-import: could not write the result file on the boot partition: {e}"
+        );
+    }
     match report.outcome {
         Outcome::NothingToDo => {
             eprintln!("pinhole setup-import: no {from}: nothing to import; the configuration in {to} stays");
@@ -159,9 +164,10 @@ fn setup_import(args: &pinhole::appliance::firstboot::SetupImportArgs) -> ExitCo
 /// What the appliance reports about itself (`"device"` in `/api/status`), when there is
 /// anything: on an A/B device its version, booted slot and last update (appliance/update.rs,
 /// kept current: a new slot is committed after pinhole is ready), and a first-boot file that
-/// `pinhole setup-import` refused ($STATE_DIRECTORY).
+/// `pinhole setup-import` refused ($STATE_DIRECTORY), and the SSH host key fingerprints
+/// (`/data/ssh`, or `$PINHOLE_SSH_HOST_KEYS`).
 fn device() -> Option<Arc<pinhole::appliance::Device>> {
-    use pinhole::appliance::{firstboot, update, Device, DeviceInfo};
+    use pinhole::appliance::{firstboot, hostkeys, update, Device, DeviceInfo};
     let mut info = DeviceInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         ..DeviceInfo::default()
@@ -171,7 +177,8 @@ fn device() -> Option<Arc<pinhole::appliance::Device>> {
     if let Some(e) = &info.setup_error {
         tracing::warn!("the owner's first-boot file was refused: {e}");
     }
-    if !ab && info.setup_error.is_none() {
+    info.ssh_host_keys = hostkeys::fingerprints(&hostkeys::dir_from_env());
+    if !ab && info.setup_error.is_none() && info.ssh_host_keys.is_empty() {
         return None;
     }
     let d = Arc::new(Device::new(info));
@@ -226,12 +233,21 @@ async fn listeners(
         None => Policy::Open,
     };
     let mut out = Vec::new();
+    let names = Arc::new(origin::Names::of_this_host(
+        &config.hosts,
+        &config.cors_origins,
+    ));
+    let trusted: Arc<[origin::Cidr]> = config.trusted_proxies.clone().into();
     for l in &config.listen {
         let listener = http::Listener {
             tcp: http::bind_one(l.addr).await?,
             tls: if l.https { tls.clone() } else { None },
             policy: lan_policy.clone(),
             per_client: Some(limits::MAX_CONNECTIONS_PER_CLIENT),
+            trusted_proxies: trusted.clone(),
+            names: names.clone(),
+            // A password already keeps a rebound page out (it has no credentials).
+            check_host: matches!(lan_policy, Policy::Open),
         };
         tracing::info!(
             "serving on {} (LAN, {})",
@@ -263,6 +279,11 @@ async fn listeners(
                 tls: None,
                 policy: Policy::CloudflareAccess(a.clone()),
                 per_client: None,
+                // cloudflared connects from here; Access needs no client address.
+                trusted_proxies: Arc::from(Vec::new()),
+                // Cloudflare names the public host name; Access decides.
+                names: names.clone(),
+                check_host: false,
             };
             tracing::info!(
                 "serving on {} (tunnel, {})",

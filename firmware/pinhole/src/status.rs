@@ -170,7 +170,10 @@ impl Status {
             .unwrap_or((SourceState::Restarting, Some("status lock poisoned".into())))
     }
 
+    /// The error is redacted ([`crate::redact`]) on its way in: it reaches `/api/status`,
+    /// `/metrics` and the snapshot's `503`, which viewers can read.
     pub fn source_failed(&self, error: String) {
+        let error = crate::redact::redact(&error);
         self.with(|i| {
             i.state = SourceState::Restarting;
             i.last_error = Some(error);
@@ -181,6 +184,7 @@ impl Status {
 
     /// Records a problem that does not stop the source (a corrupt NAL unit, say).
     pub fn note_source_error(&self, error: String) {
+        let error = crate::redact::redact(&error);
         self.with(|i| i.last_error = Some(error));
     }
 

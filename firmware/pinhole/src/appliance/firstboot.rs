@@ -68,6 +68,10 @@ pub struct SetupImportArgs {
     /// The configuration to start from when DIR has none yet (the board's pinhole.toml).
     #[arg(long, value_name = "FILE")]
     pub defaults: Option<PathBuf>,
+    /// Where the device's SSH host keys are (their fingerprints go into the result file on the
+    /// boot partition). Default: DIR/ssh.
+    #[arg(long, value_name = "DIR")]
+    pub ssh_host_keys: Option<PathBuf>,
 }
 
 const SETUP_IMPORT_HELP: &str = "\
@@ -91,6 +95,10 @@ or the new configuration. Then the file is removed from the boot partition. A re
 becomes pinhole-setup.rejected.toml beside it, the reason at the top and the secrets blanked; the
 previous configuration stays, and the reason is also in DIR/pinhole/state/setup-error
 (/api/status: device.setup_error) and on stderr.
+
+Every run leaves pinhole-setup.result.txt beside the file on the boot partition (rewritten only
+when it changes): the last setup's result and the camera's SSH host key fingerprints
+(`ED25519 SHA256:...`), to compare with what ssh or pinhole-ota shows on the first connection.
 
 EXIT STATUS: 0 imported, or nothing to import; 1 the file was rejected (previous configuration
 kept); 2 bad arguments; 3 the data or boot partition could not be read or written.";
@@ -122,15 +130,82 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> IoFailure {
 pub struct Report {
     pub outcome: Outcome,
     pub finished_interrupted: bool,
+    /// Why the result file on the boot partition could not be written, if it could not (the
+    /// import itself stands).
+    pub result_file_error: Option<String>,
+}
+
+/// The result file on the boot partition, beside the owner's file.
+pub const RESULT_NAME: &str = "pinhole-setup.result.txt";
+
+/// The result file's text: the last setup's result (`previous`'s when this run had no file)
+/// and the SSH host key fingerprints.
+fn result_text(outcome: &Outcome, previous: Option<&str>, keys: &[String]) -> String {
+    const RESULT: &str = "last setup: ";
+    let line = match outcome {
+        Outcome::Imported(tables) => format!(
+            "{RESULT}imported [{}]; the file was removed from this partition",
+            tables.join("], [")
+        ),
+        Outcome::Rejected(reason) => format!(
+            "{RESULT}refused, the previous configuration stays: {} (see pinhole-setup.rejected.toml)",
+            reason.replace('\n', " ")
+        ),
+        Outcome::NothingToDo | Outcome::Seeded => previous
+            .and_then(|p| p.lines().find(|l| l.starts_with(RESULT)))
+            .map_or_else(|| format!("{RESULT}none yet (no pinhole-setup.toml was given)"), str::to_owned),
+    };
+    let mut out = format!(
+        "pinhole: the camera's first-boot setup (pinhole setup-import), written at each boot when it changes.\n{line}\n\n"
+    );
+    if keys.is_empty() {
+        out.push_str(
+            "SSH host keys: not made yet (the camera makes them at its first boot, after the setup);\n\
+             the next boot writes them here, and the camera's web page shows them on its device line.\n",
+        );
+    } else {
+        out.push_str(
+            "SSH host keys of this camera. On your first `ssh` or `pinhole-ota` to it, the key it\n\
+             shows must be one of these (compare every character):\n",
+        );
+        for k in keys {
+            out.push_str(&format!("  {k}\n"));
+        }
+    }
+    out
+}
+
+/// Writes [`RESULT_NAME`] beside `from` when its text changes (the FAT is written rarely).
+fn write_result(args: &SetupImportArgs, outcome: &Outcome) -> Result<(), String> {
+    let Some(boot) = args.from.parent().filter(|p| p.is_dir()) else {
+        return Ok(()); // no boot partition here
+    };
+    let path = boot.join(RESULT_NAME);
+    let previous = fs::read_to_string(&path).ok();
+    let keys_dir = args
+        .ssh_host_keys
+        .clone()
+        .unwrap_or_else(|| args.to.join("ssh"));
+    let text = result_text(
+        outcome,
+        previous.as_deref(),
+        &super::hostkeys::fingerprints(&keys_dir),
+    );
+    if previous.as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| e.to_string())
 }
 
 /// The one entry point: recover, then import (or seed).
 pub fn run(args: &SetupImportArgs) -> Result<Report, IoFailure> {
     let finished_interrupted = recover(&args.to)?;
     let outcome = import(args)?;
+    let result_file_error = write_result(args, &outcome).err();
     Ok(Report {
         outcome,
         finished_interrupted,
+        result_file_error,
     })
 }
 
@@ -140,6 +215,7 @@ fn import(args: &SetupImportArgs) -> Result<Outcome, IoFailure> {
         Ok(None) => return seed(args),
         Err(reason) => return reject(args, None, reason),
     };
+    remember_secrets(&text);
     let table: toml::Table = match toml::from_str(&text) {
         Ok(t) => t,
         Err(e) => {
@@ -155,6 +231,41 @@ fn import(args: &SetupImportArgs) -> Result<Outcome, IoFailure> {
         }
         Err(Rejection::Owner(reason)) => reject(args, Some(&table), reason),
         Err(Rejection::Io(e)) => Err(e),
+    }
+}
+
+/// Every secret the owner's file gives, remembered for [`crate::redact`], so that no reason
+/// (a type error quoting a Wi-Fi password written as a number, a source URL) carries one to the
+/// journal, `setup-error`, `/api/status` or the rejected file's header: all of [cloudflared],
+/// all of [wifi] but the country and network name, any value under a secret's key, passwords in
+/// URLs. A file that is not TOML is read line by line for `KEY = VALUE` under a secret's key.
+fn remember_secrets(text: &str) {
+    match toml::from_str::<toml::Table>(text) {
+        Ok(t) => {
+            for (name, v) in &t {
+                match (name.as_str(), v) {
+                    ("cloudflared", v) => crate::redact::remember_toml(v, true),
+                    ("wifi", toml::Value::Table(w)) => {
+                        for (k, v) in w {
+                            let secret = !matches!(k.as_str(), "country" | "ssid");
+                            crate::redact::remember_toml(v, secret);
+                        }
+                    }
+                    (_, v) => crate::redact::remember_toml(v, false),
+                }
+            }
+        }
+        Err(_) => {
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    let k = k.trim().trim_matches(|c| c == '"' || c == '\'');
+                    if crate::redact::secret_key(k) {
+                        crate::redact::remember(v.trim().trim_matches(|c| c == '"' || c == '\''));
+                    }
+                }
+                crate::redact::remember_url_passwords(line);
+            }
+        }
     }
 }
 
@@ -606,17 +717,21 @@ fn reject(
     reason: String,
 ) -> Result<Outcome, IoFailure> {
     let file = args.from.display();
-    let reason = format!("{file}: {reason}");
+    // The one redaction: the reason may quote what the file gave (a URL, a value).
+    let reason = crate::redact::redact(&format!("{file}: {reason}"));
     // The status first: if the card rewrite below is cut, the reason is already recorded.
     let state = args.to.join(STATE_DIR);
     make_dirs(&state)?;
-    // Readable by pinhole's dynamic user (systemd chowns the state directory only when its top
-    // is not already pinhole's): a reason, never a secret.
-    write_atomic(
-        &state.join(SETUP_ERROR),
-        format!("{reason}\n").as_bytes(),
-        0o644,
-    )?;
+    // 0600, owned by whoever owns the state directory (pinhole's dynamic user once systemd has
+    // made it so; systemd chowns the directory's contents only when its top is not already
+    // pinhole's), so pinhole reads it and no other local user does.
+    let path = state.join(SETUP_ERROR);
+    write_atomic(&path, format!("{reason}\n").as_bytes(), 0o600)?;
+    if let Ok(meta) = fs::metadata(&state) {
+        use std::os::unix::fs::MetadataExt as _;
+        std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| io_err("cannot give to the state directory's owner", &path, e))?;
+    }
     let mut text = format!(
         "# pinhole did not import this file, and kept its previous configuration:\n#   {}\n\
          # Passwords, keys and tokens were removed from it. Fix it, type them again, and save it\n\

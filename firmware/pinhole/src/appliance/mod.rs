@@ -5,6 +5,7 @@
 //! `Some`); a plain install shows none of it.
 
 pub mod firstboot;
+pub mod hostkeys;
 pub mod update;
 
 use std::sync::RwLock;
@@ -27,6 +28,9 @@ pub struct DeviceInfo {
     /// or a normal boot of a good slot, kept whatever the camera or the network do
     /// (`pinhole-ota-device boot`, `BOOT_NOTE` in `device.env`).
     pub boot: Option<String>,
+    /// The device's SSH host key fingerprints (`ED25519 SHA256:…`), to compare with what `ssh`
+    /// or `pinhole-ota` shows on a first connection ([`hostkeys`]).
+    pub ssh_host_keys: Vec<String>,
 }
 
 /// The shared, updatable copy the HTTP side reads.
@@ -91,6 +95,7 @@ mod tests {
             last_update: None,
             setup_error: Some("bad".into()),
             boot: None,
+            ssh_host_keys: Vec::new(),
         });
         let m = d.prometheus();
         assert!(
@@ -103,7 +108,13 @@ mod tests {
     #[test]
     fn status_json_has_every_field() {
         let v = serde_json::to_value(DeviceInfo::default()).unwrap_or_default();
-        for k in ["version", "slot", "last_update", "setup_error"] {
+        for k in [
+            "version",
+            "slot",
+            "last_update",
+            "setup_error",
+            "ssh_host_keys",
+        ] {
             assert!(v.get(k).is_some(), "{k} missing from {v}");
         }
     }

@@ -364,6 +364,7 @@ mod tests {
             last_update: last_update_line(&from_texts(Some(ROLLED_BACK), None, None)),
             setup_error: None,
             boot: None,
+            ssh_host_keys: Vec::new(),
         };
         let m = prometheus(&info);
         assert!(m.contains("pinhole_device_trial_boot 0\n"), "{m}");

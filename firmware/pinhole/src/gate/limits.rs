@@ -4,7 +4,16 @@
 //! The HTTP-level bounds live where hyper is configured (`serve/http.rs`): [`MAX_HEADER_BYTES`] for a
 //! request head, [`HEADER_TIMEOUT`] for a slow head *and* for an idle keep-alive connection (hyper
 //! re-arms the header timer whenever it waits for the next request), [`TLS_HANDSHAKE_TIMEOUT`]
-//! for a TLS handshake that never finishes. Held LL-HLS requests are bounded in `serve/hls.rs`.
+//! for a TLS handshake that never finishes, [`WRITE_STALL_TIMEOUT`] for a client that stops
+//! reading what it asked for (the header timer does not run while hyper writes). Held LL-HLS
+//! requests are bounded in `serve/hls.rs`.
+//!
+//! Which connections are held at all is [`Slots`]' decision: at most [`MAX_CONNECTIONS`] per
+//! listener, [`MAX_CONNECTIONS_PER_CLIENT`] per client, [`MAX_UNAUTHENTICATED_PER_CLIENT`] per
+//! client until one of its requests carried the right credentials (on a listener that asks for
+//! them), and when the listener is full a client with fewer connections than the busiest one
+//! takes the place of that one's oldest. So a few hosts cannot fill the listener and lock the
+//! owner out: they would need more addresses than the listener has slots.
 //!
 //! Clients are keyed by [`ClientKey`]: the IPv4 address, or the /64 of an IPv6 address (one
 //! host usually owns a whole /64, so per-address limits would not bind it).
@@ -26,8 +35,30 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TLS handshake may take.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections per listener; more wait in the kernel's backlog.
+/// A response write that makes no progress for this long closes the connection: the client
+/// stopped reading (a pipelined flood it never reads, a stream it never reads). A live viewer
+/// that has not taken a byte for 20 s is 20 s behind and its player reconnects anyway; TCP
+/// itself, retransmitting into a dead Wi-Fi link, has given up a few times over by then
+/// (its 5th retransmission is ~6 s after the first). Shorter would cut viewers on a link that
+/// hiccups; longer lets a stranger hold a slot for longer per connection it opens.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// The kernel's send buffer per connection (set on the listening socket, which its connections
+/// inherit; Linux doubles it for its bookkeeping). Left to autotuning, loopback and LAN sockets
+/// grow theirs up to `tcp_wmem`'s 4 MiB: a client that never reads then holds 4 MiB of kernel
+/// memory per connection, and a low-bitrate stream takes minutes to fill it before a write
+/// even waits (so [`WRITE_STALL_TIMEOUT`] could not start). 128 KiB carries 20 Mbit/s at a
+/// 100 ms round trip, more than any camera stream here, and at the test source's ~25 KB/s a
+/// stream nobody reads is noticed within ~10 s of its last read.
+pub const SEND_BUFFER_BYTES: u32 = 128 * 1024;
+/// Open connections per listener. When it is full, a new client with fewer connections than
+/// the busiest client takes the place of that one's oldest connection; otherwise it is
+/// closed at once.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections per client that no request has yet authenticated, on a listener that asks for
+/// credentials (the LAN password): Chromium and Firefox open at most six per host, a tool with
+/// Basic credentials one per request in flight. A connection stops counting here once a
+/// request on it carried the right password or session.
+pub const MAX_UNAUTHENTICATED_PER_CLIENT: u32 = 8;
 /// Open connections per client on a LAN listener; more are closed at once. A browser opens six
 /// per origin, an LL-HLS player a few more for held requests. The device itself (127.0.0.1,
 /// ::1) is exempt: a reverse proxy on it funnels every viewer through that one address. (The
@@ -185,43 +216,172 @@ impl<K: Eq + Hash + Copy> Buckets<K> {
     }
 }
 
-/// Counts open connections per client; a [`ConnGuard`] gives its slot back when dropped.
-#[derive(Debug)]
-pub struct PerClient {
-    max: u32,
-    open: Mutex<HashMap<ClientKey, u32>>,
+/// Why [`Slots::admit`] turned a connection away (it is closed before any byte is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turned {
+    /// The client has [`Limits::per_client`] open.
+    PerClient,
+    /// The client has [`Limits::unauthenticated`] open that no request authenticated yet.
+    Unauthenticated,
+    /// The listener is full and this client holds as many as the busiest one.
+    Full,
 }
 
-impl PerClient {
-    pub fn new(max: u32) -> Arc<PerClient> {
-        Arc::new(PerClient {
-            max,
-            open: Mutex::new(HashMap::new()),
+/// The bounds one listener enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub total: usize,
+    /// Per client; `None`: only the total (the tunnel listener's one client is cloudflared).
+    pub per_client: Option<u32>,
+    /// Per client, until a request on the connection carried credentials; `None` on a
+    /// listener that asks for none.
+    pub unauthenticated: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Held {
+    key: ClientKey,
+    authenticated: bool,
+    close: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PerKey {
+    open: u32,
+    unauthenticated: u32,
+}
+
+#[derive(Debug, Default)]
+struct SlotsInner {
+    next_id: u64,
+    /// Every open connection by id; ids grow, so the first of a client is its oldest.
+    held: std::collections::BTreeMap<u64, Held>,
+    per_key: HashMap<ClientKey, PerKey>,
+}
+
+/// The open connections of one listener, with the bounds of [`Limits`]; a [`Slot`] gives its
+/// place back when dropped.
+#[derive(Debug)]
+pub struct Slots {
+    limits: Limits,
+    inner: Mutex<SlotsInner>,
+}
+
+impl Slots {
+    pub fn new(limits: Limits) -> Arc<Slots> {
+        Arc::new(Slots {
+            limits,
+            inner: Mutex::new(SlotsInner::default()),
         })
     }
 
-    /// A slot for one more connection from `ip`, or `None` if it has `max` open already.
-    /// 127.0.0.1 and ::1 (the device itself) always get one, uncounted.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
+    /// A place for one more connection from `ip`, or why not. 127.0.0.1 and ::1 (the device
+    /// itself, where a reverse proxy sends every viewer from) are not bound per client, only
+    /// by the total. When the listener is full, a client holding fewer connections than the
+    /// busiest one gets in, and the busiest one's oldest connection is told to close
+    /// ([`Slot::closed`]).
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Turned> {
         let key = ClientKey::of(ip);
-        if is_this_host(ip) {
-            return Some(ConnGuard { owner: None, key });
+        let counted = !is_this_host(ip);
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = inner.per_key.get(&key).copied().unwrap_or_default();
+        if counted {
+            if self.limits.per_client.is_some_and(|m| mine.open >= m) {
+                return Err(Turned::PerClient);
+            }
+            if self
+                .limits
+                .unauthenticated
+                .is_some_and(|m| mine.unauthenticated >= m)
+            {
+                return Err(Turned::Unauthenticated);
+            }
         }
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = open.entry(key).or_insert(0);
-        if *n >= self.max {
-            return None;
+        if inner.held.len() >= self.limits.total {
+            // The busiest client, and its oldest connection.
+            let busiest = inner
+                .per_key
+                .iter()
+                .max_by_key(|(_, n)| n.open)
+                .map(|(k, n)| (*k, n.open));
+            match busiest {
+                Some((victim, n)) if mine.open + 1 < n => {
+                    if let Some(h) = inner.held.values().find(|h| h.key == victim) {
+                        h.close.notify_one();
+                    }
+                }
+                _ => return Err(Turned::Full),
+            }
         }
-        *n += 1;
-        Some(ConnGuard {
-            owner: Some(self.clone()),
-            key,
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let close = Arc::new(tokio::sync::Notify::new());
+        let authenticated = self.limits.unauthenticated.is_none() || !counted;
+        inner.held.insert(
+            id,
+            Held {
+                key,
+                authenticated,
+                close: close.clone(),
+            },
+        );
+        let n = inner.per_key.entry(key).or_default();
+        n.open += 1;
+        if !authenticated {
+            n.unauthenticated += 1;
+        }
+        Ok(Slot {
+            owner: self.clone(),
+            id,
+            close,
         })
     }
 
-    pub fn open(&self, ip: IpAddr) -> u32 {
-        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&ClientKey::of(ip)).copied().unwrap_or(0)
+    /// Open connections from `ip`'s client (all of them, and those not yet authenticated).
+    pub fn open(&self, ip: IpAddr) -> (u32, u32) {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = inner
+            .per_key
+            .get(&ClientKey::of(ip))
+            .copied()
+            .unwrap_or_default();
+        (n.open, n.unauthenticated)
+    }
+
+    /// Open connections on the listener.
+    pub fn total(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.held.len()
+    }
+
+    fn release(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(h) = inner.held.remove(&id) else {
+            return;
+        };
+        if let Some(n) = inner.per_key.get_mut(&h.key) {
+            n.open = n.open.saturating_sub(1);
+            if !h.authenticated {
+                n.unauthenticated = n.unauthenticated.saturating_sub(1);
+            }
+            if n.open == 0 {
+                inner.per_key.remove(&h.key);
+            }
+        }
+    }
+
+    fn authenticated(&self, id: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = match inner.held.get_mut(&id) {
+            Some(h) if !h.authenticated => {
+                h.authenticated = true;
+                h.key
+            }
+            _ => return,
+        };
+        if let Some(n) = inner.per_key.get_mut(&key) {
+            n.unauthenticated = n.unauthenticated.saturating_sub(1);
+        }
     }
 }
 
@@ -236,22 +396,30 @@ fn is_this_host(ip: IpAddr) -> bool {
     }
 }
 
+/// One connection's place in its listener's [`Slots`].
 #[derive(Debug)]
-pub struct ConnGuard {
-    owner: Option<Arc<PerClient>>,
-    key: ClientKey,
+pub struct Slot {
+    owner: Arc<Slots>,
+    id: u64,
+    close: Arc<tokio::sync::Notify>,
 }
 
-impl Drop for ConnGuard {
+impl Slot {
+    /// A request on this connection carried the right credentials: it no longer counts
+    /// against [`Limits::unauthenticated`].
+    pub fn authenticated(&self) {
+        self.owner.authenticated(self.id);
+    }
+
+    /// Resolves when a newcomer took this connection's place ([`Slots::admit`]).
+    pub async fn closed(&self) {
+        self.close.notified().await;
+    }
+}
+
+impl Drop for Slot {
     fn drop(&mut self) {
-        let Some(owner) = &self.owner else { return };
-        let mut open = owner.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.remove(&self.key);
-            }
-        }
+        self.owner.release(self.id);
     }
 }
 
@@ -327,27 +495,89 @@ mod tests {
         assert_ne!(ClientKey::of(zero), ClientKey::of(zero4));
     }
 
+    fn lan(total: usize) -> Arc<Slots> {
+        Slots::new(Limits {
+            total,
+            per_client: Some(3),
+            unauthenticated: Some(2),
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn connections_per_client_are_counted_and_released_on_drop() {
-        let pc = PerClient::new(2);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let other: IpAddr = "10.0.0.2".parse().unwrap();
-        let g1 = pc.admit(ip).unwrap();
-        let _g2 = pc.admit(ip).unwrap();
-        assert!(pc.admit(ip).is_none());
-        assert!(pc.admit(other).is_some());
+        let slots = Slots::new(Limits {
+            total: 100,
+            per_client: Some(2),
+            unauthenticated: None,
+        });
+        let a = ip("10.0.0.1");
+        let g1 = slots.admit(a).unwrap();
+        let _g2 = slots.admit(a).unwrap();
+        assert_eq!(slots.admit(a).unwrap_err(), Turned::PerClient);
+        assert!(slots.admit(ip("10.0.0.2")).is_ok());
         drop(g1);
-        assert_eq!(pc.open(ip), 1);
-        assert!(pc.admit(ip).is_some());
+        assert_eq!(slots.open(a), (1, 0));
+        assert!(slots.admit(a).is_ok());
         // The device itself (a reverse proxy on it) is not limited; the rest of 127/8 is.
-        let local: IpAddr = "127.0.0.1".parse().unwrap();
-        let held: Vec<_> = (0..10).map(|_| pc.admit(local).unwrap()).collect();
-        assert_eq!(pc.open(local), 0);
+        let held: Vec<_> = (0..10)
+            .map(|_| slots.admit(ip("127.0.0.1")).unwrap())
+            .collect();
+        assert_eq!(slots.open(ip("127.0.0.1")).0, 10);
         drop(held);
-        let other_loopback: IpAddr = "127.0.0.2".parse().unwrap();
-        let _a = pc.admit(other_loopback).unwrap();
-        let _b = pc.admit(other_loopback).unwrap();
-        assert!(pc.admit(other_loopback).is_none());
-        assert!(pc.admit("::1".parse().unwrap()).is_some());
+        let other_loopback = ip("127.0.0.2");
+        let _a = slots.admit(other_loopback).unwrap();
+        let _b = slots.admit(other_loopback).unwrap();
+        assert!(slots.admit(other_loopback).is_err());
+        assert!(slots.admit(ip("::1")).is_ok());
+    }
+
+    #[test]
+    fn unauthenticated_connections_per_client_are_few_until_one_authenticates() {
+        // Why: a stranger without the password may hold only a few connections per address.
+        let slots = lan(100);
+        let a = ip("192.168.1.9");
+        let g1 = slots.admit(a).unwrap();
+        let _g2 = slots.admit(a).unwrap();
+        assert_eq!(slots.admit(a).unwrap_err(), Turned::Unauthenticated);
+        g1.authenticated();
+        g1.authenticated(); // twice counts once
+        assert_eq!(slots.open(a), (2, 1));
+        let _g3 = slots.admit(a).unwrap();
+        assert_eq!(slots.admit(a).unwrap_err(), Turned::PerClient);
+        drop(g1);
+        assert_eq!(slots.open(a), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_full_listener_lets_a_lighter_client_in_in_place_of_the_busiest_ones_oldest() {
+        // Why: 8 addresses x 32 connections used to fill all 256 slots and lock the owner out.
+        let slots = Slots::new(Limits {
+            total: 6,
+            per_client: Some(3),
+            unauthenticated: None,
+        });
+        let mut held = Vec::new();
+        for (host, n) in [("10.0.0.1", 3), ("10.0.0.2", 2), ("10.0.0.3", 1)] {
+            for _ in 0..n {
+                held.push(slots.admit(ip(host)).unwrap());
+            }
+        }
+        let owner = ip("10.0.0.9");
+        let first = slots.admit(owner).unwrap();
+        // The oldest connection of the busiest client was told to close.
+        tokio::time::timeout(Duration::from_millis(100), held[0].closed())
+            .await
+            .expect("the busiest client's oldest connection is asked to close");
+        drop(held.remove(0));
+        assert_eq!(slots.total(), 6);
+        // Now the busiest holds two: a second one of the owner's would make it as busy.
+        assert_eq!(slots.admit(owner).unwrap_err(), Turned::Full);
+        drop(first);
+        assert_eq!(slots.total(), 5);
+        assert!(slots.admit(owner).is_ok());
     }
 }

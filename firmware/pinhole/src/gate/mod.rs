@@ -14,5 +14,6 @@
 pub mod access;
 pub mod auth;
 pub mod limits;
+pub mod origin;
 pub mod policy;
 pub mod tls;

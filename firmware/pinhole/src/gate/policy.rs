@@ -71,6 +71,17 @@ pub enum Reply {
     LoginPage(String),
 }
 
+/// Whether a request on `path` that `policy` let in showed credentials (so its connection no
+/// longer counts as unauthenticated): under the password, everything but the login page;
+/// under Cloudflare Access, everything; an open listener asks for none.
+pub fn authenticated(policy: &Policy, path: &str) -> bool {
+    match policy {
+        Policy::Open => false,
+        Policy::Password(_) => path != LOGIN_PAGE,
+        Policy::CloudflareAccess(_) => true,
+    }
+}
+
 /// Judges `req` under `policy`. `secure` is whether the listener speaks HTTPS (for the cookie's
 /// `Secure` attribute); `client` is the peer address (for rate limits).
 pub async fn admit<B>(

@@ -23,16 +23,18 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::appliance::{Device, DeviceInfo};
 use crate::gate::access::Access;
 use crate::gate::auth::Auth;
 use crate::gate::limits;
+use crate::gate::origin;
 use crate::gate::policy::{self, Admission, Policy, LOGIN_PAGE};
 use crate::hub::{Hub, Viewer};
 use crate::serve::hls::{Hls, HlsConfig, Reply};
+use crate::serve::progress::Progress;
 use crate::serve::snapshot::{self, Snapshots};
 use crate::serve::ui;
 use crate::status::Status;
@@ -292,9 +294,10 @@ async fn snapshot_response(stream: &StreamHandle, req: &Request<Incoming>) -> Re
             r
         }
         Err(snapshot::Refused::Unavailable(why) | snapshot::Refused::Failed(why)) => {
+            // Viewers through the tunnel read this: the camera's error, redacted.
             let mut r = plain(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &format!("no snapshot: {why}"),
+                &format!("no snapshot: {}", crate::redact::redact(&why)),
             );
             let h = r.headers_mut();
             h.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -351,7 +354,8 @@ fn refusal(r: Response<policy::Reply>) -> Response<Body> {
     Response::from_parts(parts, body)
 }
 
-/// An LL-HLS answer as a response; any origin may read it (players on other pages).
+/// An LL-HLS answer as a response. Which pages elsewhere may read it is decided in [`serve`]
+/// ([`cors_readable`], [`crate::gate::origin::Names::cors_allowed`]).
 fn hls_response(r: Reply) -> Response<Body> {
     let mut resp = Response::new(Body::full(r.body));
     *resp.status_mut() = r.status;
@@ -366,11 +370,17 @@ fn hls_response(r: Reply) -> Response<Body> {
     if let Some(s) = r.retry_after {
         h.insert(header::RETRY_AFTER, header::HeaderValue::from(s));
     }
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        header::HeaderValue::from_static("*"),
-    );
     resp
+}
+
+/// The answers a page on another origin may read when the origin is allowed: the LL-HLS files
+/// (players such as Mainsail's hls.js on the printer's host) and the clock.
+pub fn cors_readable(path: &str) -> bool {
+    let p = path
+        .strip_prefix("/streams/")
+        .and_then(|r| r.find('/').map(|i| &r[i..]))
+        .unwrap_or(path);
+    p.starts_with("/hls/") || p == "/api/time"
 }
 
 /// A UI file with its ETag; `304 Not Modified` when the client already has this version.
@@ -455,16 +465,11 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64() * 1000.0)
                 .unwrap_or(0.0);
-            let mut r = with_type(
+            with_type(
                 Body::full(format!("{{\"unix_ms\":{unix_ms:.3}}}")),
                 "application/json",
                 "no-store",
-            );
-            r.headers_mut().insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                header::HeaderValue::from_static("*"),
-            );
-            r
+            )
         }
         Route::Cmaf => {
             let viewer = stream.hub.subscribe();
@@ -538,8 +543,22 @@ pub async fn bind(addrs: &[SocketAddr]) -> anyhow::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
+/// Binds `addr` with the listener's bounded send buffer ([`limits::SEND_BUFFER_BYTES`]),
+/// which every accepted connection inherits.
 pub async fn bind_one(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As TcpListener::bind does: a restart may bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.set_send_buffer_size(limits::SEND_BUFFER_BYTES)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    bind().map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             " (is another pinhole or another server already listening there? choose another address)"
         } else {
@@ -559,6 +578,12 @@ pub struct Listener {
     /// Open connections allowed per client (`None`: only the total applies; the tunnel
     /// listener's only client is cloudflared).
     pub per_client: Option<u32>,
+    /// Peers whose forwarding headers name the client ([`origin::client_address`]).
+    pub trusted_proxies: Arc<[origin::Cidr]>,
+    /// The device's names: for the `Host` check and which origins may read (CORS).
+    pub names: Arc<origin::Names>,
+    /// Refuse (`421`) a `Host` that does not name the device: on open LAN listeners.
+    pub check_host: bool,
 }
 
 impl Listener {
@@ -612,15 +637,22 @@ pub async fn serve(
                 tls,
                 policy,
                 per_client,
+                trusted_proxies,
+                names,
+                check_host,
             } = listener;
+            // Until a request carried credentials, a connection counts as unauthenticated,
+            // on a listener that asks for them and bounds clients at all.
+            let asks = matches!(policy, Policy::Password(_));
+            let slots = limits::Slots::new(limits::Limits {
+                total: limits::MAX_CONNECTIONS,
+                per_client,
+                unauthenticated: per_client
+                    .filter(|_| asks)
+                    .map(|_| limits::MAX_UNAUTHENTICATED_PER_CLIENT),
+            });
             let policy = Arc::new(policy);
-            let limit = Arc::new(Semaphore::new(limits::MAX_CONNECTIONS));
-            let per_client = per_client.map(limits::PerClient::new);
             loop {
-                let permit = tokio::select! {
-                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    _ = shutdown.changed() => break,
-                };
                 let (stream, peer) = tokio::select! {
                     r = tcp.accept() => match r {
                         Ok(x) => x,
@@ -633,33 +665,97 @@ pub async fn serve(
                     },
                     _ = shutdown.changed() => break,
                 };
-                // Over its share: closed at once, before any byte is read.
-                let slot = match &per_client {
-                    Some(pc) => match pc.admit(peer.ip()) {
-                        Some(slot) => Some(slot),
-                        None => {
-                            tracing::debug!(%peer, "too many connections from this client; closed");
-                            continue;
-                        }
-                    },
-                    None => None,
+                // Over its share, or the listener is full: closed at once, before any byte is
+                // read.
+                let slot = match slots.admit(peer.ip()) {
+                    Ok(slot) => Arc::new(slot),
+                    Err(why) => {
+                        tracing::debug!(%peer, ?why, "connection refused by the limits; closed");
+                        continue;
+                    }
                 };
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY not set");
                 }
+                let local = match stream.local_addr() {
+                    Ok(a) => a.ip(),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "no local address; closed");
+                        continue;
+                    }
+                };
+                let (stream, stall) = Progress::new(stream);
                 let secure = tls.is_some();
                 let state = state.clone();
                 let hls = hls.clone();
                 let policy = policy.clone();
+                let conn_slot = slot.clone();
+                let trusted = trusted_proxies.clone();
+                let names = names.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
                     let hls = hls.clone();
                     let policy = policy.clone();
+                    let slot = conn_slot.clone();
+                    let trusted = trusted.clone();
+                    let names = names.clone();
                     async move {
-                        let resp = match policy::admit(&policy, req, peer.ip(), secure).await {
-                            Admission::Serve(req) => handle(&state, &hls, &req).await,
+                        // DNS rebinding: a page elsewhere whose name now points here.
+                        if check_host {
+                            let host = req
+                                .headers()
+                                .get(header::HOST)
+                                .and_then(|h| h.to_str().ok())
+                                .map(str::to_owned)
+                                .or_else(|| req.uri().authority().map(|a| a.to_string()));
+                            if let Some(h) = host.filter(|h| !names.host_allowed(h, local)) {
+                                tracing::debug!(%peer, host = %h, "Host is not this device; refused");
+                                return Ok::<_, Infallible>(plain(
+                                    StatusCode::MISDIRECTED_REQUEST,
+                                    "this Host is not one of the camera's names or addresses \
+                                     (add it to [lan] hosts)",
+                                ));
+                            }
+                        }
+                        let cors = cors_readable(req.uri().path());
+                        let allowed_origin = req
+                            .headers()
+                            .get(header::ORIGIN)
+                            .filter(|o| {
+                                o.to_str().is_ok_and(|o| names.cors_allowed(o, local))
+                            })
+                            .cloned();
+                        let client = origin::client_address(peer.ip(), req.headers(), &trusted);
+                        let mut resp = match policy::admit(&policy, req, client, secure).await {
+                            Admission::Serve(req) => {
+                                if policy::authenticated(&policy, req.uri().path()) {
+                                    slot.authenticated();
+                                }
+                                handle(&state, &hls, &req).await
+                            }
                             Admission::Answer(resp) => refusal(resp),
                         };
+                        if cors {
+                            let h = resp.headers_mut();
+                            h.insert(header::VARY, header::HeaderValue::from_static("Origin"));
+                            if let Some(o) = allowed_origin {
+                                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+                            }
+                        }
+                        // A refusal ends the connection: whatever the client pipelined
+                        // behind it is not read, and it costs a new connection (and a
+                        // place among its few unauthenticated ones) to try again.
+                        if matches!(
+                            resp.status(),
+                            StatusCode::UNAUTHORIZED
+                                | StatusCode::FORBIDDEN
+                                | StatusCode::TOO_MANY_REQUESTS
+                        ) {
+                            resp.headers_mut().insert(
+                                header::CONNECTION,
+                                header::HeaderValue::from_static("close"),
+                            );
+                        }
                         Ok::<_, Infallible>(resp)
                     }
                 });
@@ -671,37 +767,52 @@ pub async fn serve(
                 let graceful = graceful.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let result = match tls {
-                        None => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), service);
-                            graceful.watch(conn).await
-                        }
-                        Some(acceptor) => {
-                            let handshake = tokio::time::timeout(
-                                limits::TLS_HANDSHAKE_TIMEOUT,
-                                acceptor.accept(stream),
-                            );
-                            match handshake.await {
-                                Ok(Ok(tls)) => {
-                                    let conn = builder.serve_connection(TokioIo::new(tls), service);
-                                    graceful.watch(conn).await
-                                }
-                                Ok(Err(e)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    Ok(())
-                                }
-                                Err(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    Ok(())
+                    let serve = async {
+                        match tls {
+                            None => {
+                                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                                graceful.watch(conn).await
+                            }
+                            Some(acceptor) => {
+                                let handshake = tokio::time::timeout(
+                                    limits::TLS_HANDSHAKE_TIMEOUT,
+                                    acceptor.accept(stream),
+                                );
+                                match handshake.await {
+                                    Ok(Ok(tls)) => {
+                                        let conn =
+                                            builder.serve_connection(TokioIo::new(tls), service);
+                                        graceful.watch(conn).await
+                                    }
+                                    Ok(Err(e)) => {
+                                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                        Ok(())
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        Ok(())
+                                    }
                                 }
                             }
+                        }
+                    };
+                    // Dropping the connection closes it: a client that stopped reading, or
+                    // one whose place a newcomer took (the listener was full).
+                    let result = tokio::select! {
+                        r = serve => r,
+                        _ = stall.stalled(limits::WRITE_STALL_TIMEOUT) => {
+                            tracing::debug!(%peer, "client read nothing for {} s; closed", limits::WRITE_STALL_TIMEOUT.as_secs());
+                            Ok(())
+                        }
+                        _ = slot.closed() => {
+                            tracing::debug!(%peer, "closed to make room on a full listener");
+                            Ok(())
                         }
                     };
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                     drop(slot);
-                    drop(permit);
                 });
             }
         }));

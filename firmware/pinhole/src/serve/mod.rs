@@ -11,5 +11,6 @@
 pub mod hls;
 pub mod http;
 pub mod metrics;
+pub mod progress;
 pub mod snapshot;
 pub mod ui;

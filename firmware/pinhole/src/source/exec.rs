@@ -70,7 +70,7 @@ async fn run_with_stall_timeout(
         .map_err(|e| SourceError::Failed(format!("exec: cannot start /bin/sh: {e}")))?;
     let pid = child.id();
     let group = ProcessGroup::new(pid);
-    tracing::info!(source = "exec", pid, command = cmd, "started");
+    tracing::info!(source = "exec", pid, command = %super::redact_credentials(cmd), "started");
 
     let last_stderr = Arc::new(Mutex::new(String::new()));
     let stderr_task = child
@@ -261,7 +261,12 @@ async fn log_stderr(stderr: tokio::process::ChildStderr, pid: u32, last: Arc<Mut
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&buf);
-                let line: String = text.trim_end().chars().take(MAX_LOG_LINE).collect();
+                // A command's error output may repeat its URL: ffmpeg's
+                // `rtsp://admin:hunter2@cam/s: Connection refused`.
+                let line: String = super::redact_credentials(text.trim_end())
+                    .chars()
+                    .take(MAX_LOG_LINE)
+                    .collect();
                 if line.is_empty() {
                     continue;
                 }

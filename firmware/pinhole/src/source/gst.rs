@@ -119,7 +119,10 @@ mod imp {
                         .debug()
                         .map(|d| format!(" ({})", d.lines().next().unwrap_or("")))
                         .unwrap_or_default();
-                    return Some(format!("{from}: {}{debug}", e.error()));
+                    return Some(crate::redact::redact(&format!(
+                        "{from}: {}{debug}",
+                        e.error()
+                    )));
                 }
                 gst::MessageView::Eos(_) => {
                     return Some("the pipeline reached end of stream".into());
@@ -129,7 +132,7 @@ mod imp {
                         .src()
                         .map(|s| s.path_string().to_string())
                         .unwrap_or_default();
-                    tracing::warn!(source = "gst", element = %from, "{}", w.error());
+                    tracing::warn!(source = "gst", element = %from, "{}", crate::redact::redact(&w.error().to_string()));
                 }
                 _ => {}
             }
@@ -143,8 +146,9 @@ mod imp {
         emit: &mut dyn FnMut(media::segmenter::Frame),
     ) -> Result<(), String> {
         gst::init().map_err(|e| format!("cannot initialise GStreamer: {e}"))?;
-        let element = gst::parse::launch(description)
-            .map_err(|e| format!("cannot build the pipeline {description:?}: {e}"))?;
+        let element = gst::parse::launch(description).map_err(|e| {
+            crate::redact::redact(&format!("cannot build the pipeline {description:?}: {e}"))
+        })?;
         let stopper = Stopper(element.clone());
         let bin = element.clone().downcast::<gst::Bin>().map_err(|_| {
             "the pipeline description is a single element, not a pipeline".to_string()
@@ -166,7 +170,7 @@ mod imp {
             let why = bus_problem(&bus).unwrap_or_else(|| "no error message".into());
             return Err(format!("the pipeline would not start: {why}"));
         }
-        tracing::info!(source = "gst", pipeline = description, "started");
+        tracing::info!(source = "gst", pipeline = %crate::redact::redact(description), "started");
 
         let mut buffers = H264Buffers::new();
         let mut clock = FrameClock::new(0);

@@ -45,7 +45,8 @@ impl SourceSpec {
                 r if r.starts_with('?') => &r[1..],
                 _ => {
                     return Err(format!(
-                        "{uri:?} is not a known source; allowed: {}",
+                        "{:?} is not a known source; allowed: {}",
+                        redact_credentials(uri),
                         Self::SCHEMES
                     ))
                 }
@@ -72,7 +73,8 @@ impl SourceSpec {
             return rtsp::RtspSpec::parse(uri).map(SourceSpec::Rtsp);
         }
         Err(format!(
-            "{uri:?} is not a known source; allowed: {}",
+            "{:?} is not a known source; allowed: {}",
+            redact_credentials(uri),
             Self::SCHEMES
         ))
     }
@@ -112,29 +114,9 @@ impl SourceSpec {
     }
 }
 
-/// Masks the password in every `scheme://user:password@host` inside `text`.
+/// Masks every credential in `text`: see [`crate::redact`], the one redaction.
 pub fn redact_credentials(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || c == '/' || c == '\'' || c == '"')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon]);
-                out.push_str(":***");
-                out.push_str(&authority[at..]);
-            }
-            _ => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
+    crate::redact::redact(text)
 }
 
 /// Shared handle to the pipeline that sources write into.
@@ -297,10 +279,11 @@ pub async fn supervise_with(
         if let Ok(mut p) = pipeline.lock() {
             p.end_of_run();
         }
+        // Whatever a source says about its failure may repeat its URL or command line.
         let err = match result {
             Err(SourceError::Stopped) => break,
             Ok(()) => "source ended".to_string(),
-            Err(SourceError::Failed(e)) => e,
+            Err(SourceError::Failed(e)) => redact_credentials(&e),
         };
         if *global.borrow() {
             break;
@@ -446,6 +429,13 @@ mod tests {
     fn a_repeated_error_is_logged_at_powers_of_ten() {
         let logged: Vec<u64> = (1..=1000).filter(|&n| is_power_of_ten(n)).collect();
         assert_eq!(logged, vec![1, 10, 100, 1000]);
+    }
+
+    #[test]
+    fn an_unknown_source_s_error_does_not_repeat_its_password() {
+        // Why: the first-boot reason and `pinhole --check` printed such a URL whole.
+        let e = SourceSpec::parse("http://admin:hunter2@cam/video?password=hunter3").unwrap_err();
+        assert!(!e.contains("hunter2") && !e.contains("hunter3"), "{e}");
     }
 
     #[test]
