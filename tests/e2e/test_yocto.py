@@ -382,7 +382,7 @@ def test_pinhole_ota_reads_the_keyring_where_rauc_1_15_finds_it(tmp_path):
     search_paths) and reads a relative keyring path beside that file (src/utils.c,
     resolve_path). On the commit before the fix the layer's system.conf named
     /etc/rauc/ca.cert.pem and pinhole-ota read only /etc/rauc/system.conf: both missed it."""
-    conf = (LAYER / "recipes-core/rauc/files/system.conf").read_text()
+    conf = (LAYER / "dynamic-layers/rauc/recipes-core/rauc/files/system.conf").read_text()
     path = re.search(r"^\[keyring\][^\[]*?^path\s*=\s*(\S+)", conf, re.M | re.S).group(1)
     assert not path.startswith("/"), f"system.conf's keyring path {path} is absolute: on the image it is beside system.conf"
     lib = tmp_path / "usr/lib/rauc"
