@@ -16,8 +16,11 @@ and the container (Containerfile, compose.yaml).
   listens on 0.0.0.0:8080, which must not meet the host's ports); `apt-get install ./…deb`
   enables and starts the unit; the stream is read inside the container's network namespace
   (a thread that setns()es into it) and parses; the process runs under the unit's hardening.
-  An edited conffile (an https:// listener added, so pinhole writes a certificate into its
-  state directory) survives the upgrade to revision 2, which restarts the service; `remove`
+  The configuration is root's and 0600 and pinhole reads it through LoadCredential= (its
+  command line names /run/credentials/pinhole.service/pinhole.toml). An edited conffile (an
+  https:// listener added, so pinhole writes a certificate into its state directory), left at
+  0644 as an older package shipped it, survives the upgrade to revision 2 byte for byte with
+  its mode made 0600, and the upgrade restarts the service; `remove`
   keeps /etc/pinhole and the state; `purge` removes both (/var/lib/private/pinhole: DynamicUser).
 * The container: a base image made from the same mmdebstrap root (tar → `podman import`; no
   registry is reachable here), the image built from Containerfile with Debian's podman
@@ -336,6 +339,13 @@ def test_the_amd64_package_installs_serves_upgrades_keeping_the_edited_conffile_
     assert int(fields["CapEff"], 16) == 0 and int(fields["CapBnd"], 16) == 0
     assert fields["NoNewPrivs"].strip() == "1" and fields["Seccomp"].strip() == "2"
     assert b.exists("/var/lib/private/pinhole") and os.path.islink(str(c.root) + "/var/lib/pinhole")
+    # Issue 22: the configuration (camera credentials, password hash) is root's and 0600, and
+    # pinhole reads it as a systemd credential, as on the image.
+    conf_stat = (c.root / "etc/pinhole/pinhole.toml").stat()
+    assert (conf_stat.st_mode & 0o777, conf_stat.st_uid, conf_stat.st_gid) == (0o600, 0, 0), \
+        f"/etc/pinhole/pinhole.toml is {oct(conf_stat.st_mode)} {conf_stat.st_uid}:{conf_stat.st_gid}"
+    cmdline = b.sh("cat", f"/proc/{pid}/cmdline").stdout.split("\0")
+    assert cmdline[1:3] == ["--config", "/run/credentials/pinhole.service/pinhole.toml"], cmdline
 
     # Edit the conffile: an https:// listener (pinhole then makes a certificate in its state
     # directory) and longer fragments.
@@ -345,6 +355,8 @@ def test_the_amd64_package_installs_serves_upgrades_keeping_the_edited_conffile_
               .replace("fragment_ms = 100", "fragment_ms = 200  # edited by test_packages"))
     assert edited.count("edited by test_packages") == 1 and "8443" in edited, "packaging/pinhole.toml changed shape"
     conf.write_text(edited)
+    # As an older package left it (it shipped 0644): the upgrade fixes the mode, not the content.
+    conf.chmod(0o644)
 
     # Upgrade: the edited conffile stays (no prompt: the shipped one did not change), the service
     # restarts onto the new build and reads it.
@@ -354,6 +366,7 @@ def test_the_amd64_package_installs_serves_upgrades_keeping_the_edited_conffile_
     c.wait_for("pinhole restarted by the upgrade",
                lambda: ((s := b.pinhole())["ActiveState"] == "active" and s["MainPID"] not in ("0", before), s), 30)
     assert conf.read_text() == edited, "the upgrade changed the edited conffile"
+    assert conf.stat().st_mode & 0o777 == 0o600, f"the upgrade left the configuration {oct(conf.stat().st_mode)}"
     assert not list((c.root / "etc/pinhole").glob("pinhole.toml.dpkg-*")), list((c.root / "etc/pinhole").iterdir())
     status = in_netns(c.leader, lambda: json.loads(http_get(8080, "/api/status")[2]))
     print(f"after the upgrade: {b.pinhole()}; status fragment settings: "
