@@ -4,10 +4,16 @@ Against test_ota's stand-in camera (a booted Debian root with its real sshd)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+from pathlib import Path
 
-from test_ota import TOOL, ota  # noqa: F401  (the stand-in camera fixture)
+from test_ota import TOOL as REPO_TOOL
+from test_ota import ota  # noqa: F401  (the stand-in camera fixture)
+
+# PINHOLE_OTA_TOOL: another pinhole-ota to judge (the one before the fix, for tests/README.md).
+TOOL = Path(os.environ.get("PINHOLE_OTA_TOOL") or REPO_TOOL)
 
 
 def test_pinhole_ota_shows_the_host_key_it_is_about_to_trust_and_trusts_it_only_when_confirmed(ota, tmp_path):  # noqa: F811
