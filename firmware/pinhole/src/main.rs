@@ -177,7 +177,12 @@ fn device() -> Option<Arc<pinhole::appliance::Device>> {
     if let Some(e) = &info.setup_error {
         tracing::warn!("the owner's first-boot file was refused: {e}");
     }
-    info.ssh_host_keys = hostkeys::fingerprints(&hostkeys::dir_from_env());
+    // The image: what setup-import copied into the state directory (pinhole's sandbox cannot
+    // read /data/ssh); elsewhere the directory itself ($PINHOLE_SSH_HOST_KEYS).
+    info.ssh_host_keys = firstboot::host_keys_from_env();
+    if info.ssh_host_keys.is_empty() {
+        info.ssh_host_keys = hostkeys::fingerprints(&hostkeys::dir_from_env());
+    }
     if !ab && info.setup_error.is_none() && info.ssh_host_keys.is_empty() {
         return None;
     }

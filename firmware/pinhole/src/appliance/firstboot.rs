@@ -47,6 +47,9 @@ pub const WIFI: &str = "wifi/wpa_supplicant-wlan0.conf";
 pub const STATE_DIR: &str = "pinhole/state";
 /// The reason the last file was rejected; absent after a good import.
 pub const SETUP_ERROR: &str = "setup-error";
+/// The SSH host key fingerprints, one a line, for pinhole (whose sandbox cannot read
+/// `/data/ssh`, a root-only directory): rewritten by every run when they change.
+pub const SSH_HOST_KEYS: &str = "ssh-host-keys";
 const JOURNAL: &str = "pinhole/setup-import.journal";
 /// The owner's file is small; anything bigger is not one.
 const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -98,7 +101,9 @@ previous configuration stays, and the reason is also in DIR/pinhole/state/setup-
 
 Every run leaves pinhole-setup.result.txt beside the file on the boot partition (rewritten only
 when it changes): the last setup's result and the camera's SSH host key fingerprints
-(`ED25519 SHA256:...`), to compare with what ssh or pinhole-ota shows on the first connection.
+(`ED25519 SHA256:...`, from DIR/ssh or --ssh-host-keys), to compare with what ssh or
+pinhole-ota shows on the first connection; the fingerprints also go to
+DIR/pinhole/state/ssh-host-keys for /api/status (device.ssh_host_keys).
 
 EXIT STATUS: 0 imported, or nothing to import; 1 the file was rejected (previous configuration
 kept); 2 bad arguments; 3 the data or boot partition could not be read or written.";
@@ -175,6 +180,58 @@ fn result_text(outcome: &Outcome, previous: Option<&str>, keys: &[String]) -> St
     out
 }
 
+fn host_keys_dir(args: &SetupImportArgs) -> PathBuf {
+    args.ssh_host_keys
+        .clone()
+        .unwrap_or_else(|| args.to.join("ssh"))
+}
+
+/// Copies the host key fingerprints into pinhole's state directory ([`SSH_HOST_KEYS`], 0600,
+/// the directory's owner), when they changed; nothing when there are none yet.
+fn write_host_keys(args: &SetupImportArgs) -> Result<(), IoFailure> {
+    let keys = super::hostkeys::fingerprints(&host_keys_dir(args));
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let state = args.to.join(STATE_DIR);
+    let path = state.join(SSH_HOST_KEYS);
+    let text: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    if fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    make_dirs(&state)?;
+    write_atomic(&path, text.as_bytes(), 0o600)?;
+    if let Ok(meta) = fs::metadata(&state) {
+        use std::os::unix::fs::MetadataExt as _;
+        std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid()))
+            .map_err(|e| io_err("cannot give to the state directory's owner", &path, e))?;
+    }
+    Ok(())
+}
+
+/// The host key fingerprints `setup-import` left in pinhole's state directory
+/// (`$STATE_DIRECTORY`), if any.
+pub fn host_keys_from_env() -> Vec<String> {
+    let Some(dir) = std::env::var_os("STATE_DIRECTORY") else {
+        return Vec::new();
+    };
+    let first = dir
+        .to_string_lossy()
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    fs::read_to_string(Path::new(&first).join(SSH_HOST_KEYS))
+        .map(|t| {
+            t.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Writes [`RESULT_NAME`] beside `from` when its text changes (the FAT is written rarely).
 fn write_result(args: &SetupImportArgs, outcome: &Outcome) -> Result<(), String> {
     let Some(boot) = args.from.parent().filter(|p| p.is_dir()) else {
@@ -182,10 +239,7 @@ fn write_result(args: &SetupImportArgs, outcome: &Outcome) -> Result<(), String>
     };
     let path = boot.join(RESULT_NAME);
     let previous = fs::read_to_string(&path).ok();
-    let keys_dir = args
-        .ssh_host_keys
-        .clone()
-        .unwrap_or_else(|| args.to.join("ssh"));
+    let keys_dir = host_keys_dir(args);
     let text = result_text(
         outcome,
         previous.as_deref(),
@@ -201,6 +255,7 @@ fn write_result(args: &SetupImportArgs, outcome: &Outcome) -> Result<(), String>
 pub fn run(args: &SetupImportArgs) -> Result<Report, IoFailure> {
     let finished_interrupted = recover(&args.to)?;
     let outcome = import(args)?;
+    write_host_keys(args)?;
     let result_file_error = write_result(args, &outcome).err();
     Ok(Report {
         outcome,

@@ -3,9 +3,11 @@
 //! `ssh-keygen -l` (SHA-256 of the key blob, base64 without padding).
 //!
 //! Read from the public halves (`ssh_host_*_key.pub`) in the directory the image keeps them in
-//! ([`DEFAULT_DIR`], or `$PINHOLE_SSH_HOST_KEYS`); shown in `/api/status` (`device.ssh_host_keys`),
-//! the UI's device line, and `pinhole-setup.result.txt` on the boot partition
-//! ([`crate::appliance::firstboot`]).
+//! ([`DEFAULT_DIR`], or `$PINHOLE_SSH_HOST_KEYS`) by `pinhole setup-import`, which runs as root
+//! at every boot and writes them into `pinhole-setup.result.txt` on the boot partition and into
+//! pinhole's state directory (`ssh-host-keys`: pinhole's sandbox cannot read the root-only
+//! `/data/ssh`); pinhole shows them in `/api/status` (`device.ssh_host_keys`) and the UI's device
+//! line ([`crate::appliance::firstboot::host_keys_from_env`], else this directory).
 
 use std::path::Path;
 
