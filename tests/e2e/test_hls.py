@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from access_helpers import request
 from cmaf import CmafClient, StreamEnded, parse_init
 from conftest import ffmpeg_decode_errors
 from hls_helpers import Follower, Http, check_playlist, fetch, parse_playlist
@@ -64,7 +65,13 @@ def test_headers_types_caching_and_cors(pinhole):
     ph = start(pinhole, warm_s=1.5)
     h = Http(ph.port)
     code, hd, body, _, _ = h.get("/hls/index.m3u8")
-    assert code == 200 and hd["content-type"] == PLAYLIST_TYPE and hd["access-control-allow-origin"] == "*"
+    # CORS (issue 22): no Origin, no Access-Control-Allow-Origin; a page on the owner's network
+    # gets its own origin back, any other page nothing (tests/e2e/test_hardening.py).
+    assert code == 200 and hd["content-type"] == PLAYLIST_TYPE and hd["vary"] == "Origin", hd
+    assert "access-control-allow-origin" not in hd, hd
+    for origin, allowed in (("http://192.168.1.20:8080", True), ("https://elsewhere.example", False)):
+        hd2 = request(ph.port, "/hls/index.m3u8", headers={"Origin": origin})[1]
+        assert hd2.get("access-control-allow-origin") == (origin if allowed else None), (origin, hd2)
     text = body.decode()
     inf = next(line for line in text.splitlines() if line.startswith("#EXT-X-STREAM-INF:"))
     assert text.splitlines()[-1] == "stream.m3u8"
@@ -83,7 +90,7 @@ def test_headers_types_caching_and_cors(pinhole):
         code, hd, body, _, _ = h.get(f"/hls/{uri}")
         assert code == 200 and hd["content-type"] == ctype, (uri, code, hd)
         assert hd["cache-control"] == "public, max-age=31536000, immutable", (uri, hd)
-        assert hd["access-control-allow-origin"] == "*"
+        assert hd["vary"] == "Origin" and "access-control-allow-origin" not in hd, hd
         assert int(hd["content-length"]) == len(body) > 0
     code, hd, body, _, _ = h.get("/hls/seg-1.m4s")
     assert code == 404 and hd["cache-control"] == "no-store", (code, hd)
@@ -259,7 +266,7 @@ def test_many_held_requests_are_bounded_answered_and_leave_nothing_behind(pinhol
     socks = []
     for _ in range(50):
         s = socket.create_connection(("127.0.0.1", ph.port))
-        s.sendall(f"GET /hls/stream.m3u8?_HLS_msn={m + 2} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        s.sendall(f"GET /hls/stream.m3u8?_HLS_msn={m + 2} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         socks.append(s)
     time.sleep(0.3)
     assert ph.metrics()["pinhole_hls_held_requests"] == 50

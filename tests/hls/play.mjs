@@ -4,8 +4,8 @@
 //   node tests/hls/play.mjs --url http://127.0.0.1:8080/hls/stream.m3u8 --player hlsjs --seconds 20
 //
 // --player hlsjs   hls.js from node_modules (lowLatencyMode: true), served to the page by this
-//                  script's own static server on another port (pinhole answers /hls/ with
-//                  Access-Control-Allow-Origin: *).
+//                  script's own static server on another port (a second origin on 127.0.0.1,
+//                  which pinhole lets read /hls/: loopback is the owner's own machine).
 // --player native  Chromium's own HLS player: video.src = the playlist.
 // --catchup RATE   hls.js only: maxLiveSyncPlaybackRate (play up to RATE× to reach the target
 //                  latency; hls.js's default, 1, never catches up after a slow start).
@@ -115,7 +115,7 @@ if (player === 'hlsjs') {
   hls.attachMedia(video);
 } else {
   R.can_play = video.canPlayType('application/vnd.apple.mpegurl');
-  // A CORS fetch (pinhole allows any origin on /hls/), or the canvas would be tainted.
+  // A CORS fetch (pinhole lets this loopback origin read /hls/), or the canvas would be tainted.
   video.crossOrigin = 'anonymous';
   video.src = url;
 }

@@ -109,7 +109,10 @@ ACCESS:
   not yet authenticated under a password; 401/403/429 close the connection; 100 held LL-HLS
   requests. An open listener answers 421 to a Host that is not the device's (see [lan] hosts).
   Camera passwords (URL user:pass@, user-pw=, password=, pass=, token=, the config's secrets)
-  are masked in logs, status and pages.
+  are masked in logs, status and pages. The device's SSH host key fingerprints are in
+  /api/status (device.ssh_host_keys) and the player's device line: from
+  $STATE_DIRECTORY/ssh-host-keys (written by setup-import), else the ssh_host_*_key.pub files
+  in $PINHOLE_SSH_HOST_KEYS (default /data/ssh).
 
 ENDPOINTS:
   GET  /                  the player
