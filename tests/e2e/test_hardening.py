@@ -29,6 +29,7 @@ import pytest
 from access_helpers import basic, hash_password, request, wait_answering
 from conftest import free_port, require_tool
 from flood import any_cert, attack_sources, flood, held, owner_latency
+from test_gst import gst_bin  # noqa: F401  (the gstreamer build, as $PINHOLE_BIN for one test)
 
 SOURCE = "testsrc?size=320x240&fps=15&bitrate=300k"
 ADDRESSES = 8
@@ -188,6 +189,25 @@ def test_gstreamer_s_error_for_a_camera_that_refuses_reaches_no_log_status_or_pa
     found = leaks(ph, [pw, pw2], ph.port)
     assert not found, "the camera's password leaked: " + "; ".join(found)
     assert "user-pw=***" in ph.log(), "the pipeline was not logged masked"
+
+
+def test_an_in_process_gst_source_s_errors_reach_no_log_status_or_page_with_its_password(gst_bin, pinhole):
+    """The same camera as `gst:` (pinhole built with the gstreamer feature): GStreamer's own
+    bus errors for rtspsrc, and the pipeline as logged at every restart."""
+    closed = free_port()
+    pw, pw2 = "gstin-" + secrets.token_hex(3), "gsturl-" + secrets.token_hex(3)
+    src = (f"gst:rtspsrc location=rtsp://admin:{pw2}@127.0.0.1:{closed}/s user-id=admin user-pw={pw} "
+           "protocols=tcp ! rtph264depay")
+    ph = pinhole(source=src, args=["--log", "debug"])
+    deadline = time.time() + 20
+    while time.time() < deadline and ph.status()["source"]["restarts"] < 2:
+        time.sleep(0.3)
+    st = ph.status()
+    assert st["source"]["restarts"] >= 2 and "Could not open resource" in (st["source"]["last_error"] or ""), \
+        f"not GStreamer's refusal: {st['source']}"
+    assert "user-pw=***" in ph.log(), f"the pipeline was not logged masked:\n{ph.log_tail()}"
+    found = leaks(ph, [pw, pw2], ph.port)
+    assert not found, "the camera's password leaked: " + "; ".join(found)
 
 
 # 4. CORS for the owner's network only, and a Host check on open listeners.
