@@ -425,6 +425,37 @@ def test_the_layer_units_and_drop_ins_pass_systemd_analyze_verify(tmp_path):
         assert re.search(rf"^Before=.*{re.escape(unit)}", text, re.M), f"not ordered before {unit}"
 
 
+def test_the_host_keys_made_on_the_first_boot_reach_the_result_file_on_that_boot(tmp_path):
+    """sshdgenkeys.service (OE-core's openssh, meta/recipes-connectivity/openssh/openssh/
+    sshdgenkeys.service at the locked commit: a oneshot running sshd_check_keys, stood in for by
+    a harmless command of the scratch root) makes the host
+    keys on the first boot, after pinhole-setup-import.service, which orders itself before it. The
+    layer's drop-in runs the import's pass again after the keys exist and before pinhole, so the
+    fingerprints are in pinhole-setup.result.txt and /api/status on the first boot. Checked: the
+    drop-in over that unit passes systemd-analyze verify, runs exactly the import's command, and
+    the order has no cycle. Not shown here: a booted image (Debian has no sshdgenkeys.service)."""
+    from test_systemd import verify_root
+    require_tool("systemd-analyze")
+    root = verify_root(tmp_path)
+    units = root / "etc/systemd/system"
+    (units / "sshdgenkeys.service").write_text(
+        "[Unit]\nDescription=OpenSSH Key Generation\nRequiresMountsFor=/var /run\n\n"
+        "[Service]\nExecStart=/usr/bin/pinhole --version\nType=oneshot\nRemainAfterExit=yes\nNice=10\n")
+    (units / "sshdgenkeys.service.d").mkdir()
+    shutil.copy2(APPLIANCE / "sshdgenkeys.service.d/50-data.conf", units / "sshdgenkeys.service.d")
+    shutil.copy2(APPLIANCE / "pinhole-setup-import.service", units)
+    p = subprocess.run(["systemd-analyze", "verify", "--man=no", f"--root={root}", "sshdgenkeys.service",
+                        "pinhole-setup-import.service"], capture_output=True, text=True, timeout=60)
+    said = (p.stdout + p.stderr).strip()
+    assert p.returncode == 0 and not said, f"systemd-analyze verify: exit {p.returncode}\n{said}"
+    drop_in = (APPLIANCE / "sshdgenkeys.service.d/50-data.conf").read_text()
+    importer = (APPLIANCE / "pinhole-setup-import.service").read_text()
+    cmd = re.search(r"^ExecStart=(.*)$", importer, re.M).group(1)
+    assert re.search(rf"^ExecStartPost={re.escape(cmd)}$", drop_in, re.M), drop_in
+    assert re.search(r"^Before=.*pinhole\.service", drop_in, re.M), drop_in
+    assert re.search(r"^Before=.*sshdgenkeys\.service", importer, re.M), importer
+
+
 def install_appliance(root: Path, port: int, setup: str) -> None:
     """The image's first-boot pieces from the layer, as the pinhole-appliance recipe installs
     them, over test_systemd's device layout."""
