@@ -1,11 +1,39 @@
-// What tests/hls/play.mjs and tests/ui/watch.mjs (and through them the e2e tests and the
-// latency benchmarks) share: starting Debian's Chromium headless, and reading testsrc's time band
-// from pixels.
+// What tests/hls/play.mjs, tests/hls/mainsail.mjs and tests/ui/watch.mjs (and through them the
+// e2e tests and the latency benchmarks) share: starting Debian's Chromium headless, serving a
+// test page with hls.js, and reading testsrc's time band from pixels.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+// An HTTP server on a free 127.0.0.1 port serving PAGE at `/` and the npm package's hls.js at
+// `/hls.min.js` (favicon: 204, anything else: 404). Resolves to the listening server.
+export async function servePage(page) {
+  const hlsJs = readFileSync(join(HERE, 'node_modules', 'hls.js', 'dist', 'hls.min.js'));
+  const server = createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path === '/') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(page);
+    } else if (path === '/hls.min.js') {
+      res.writeHead(200, { 'content-type': 'text/javascript' });
+      res.end(hlsJs);
+    } else if (path === '/favicon.ico') {
+      res.writeHead(204);
+      res.end();
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  await new Promise(r => server.listen(0, '127.0.0.1', r));
+  return server;
+}
 
 // As root on these machines Chromium needs no sandbox; without the background-networking
 // switches it keeps trying hosts this closed network refuses.

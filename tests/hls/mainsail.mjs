@@ -20,13 +20,8 @@
 // Output: {origin, frames, errors: [...], manifest_parsed, hls_version, console}. Exit 0 even
 // when playback failed (the caller judges); 2 on bad arguments or when Chromium cannot start.
 
-import { createServer } from 'node:http';
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { launch, CHROMIUM_ARGS } from './browser.mjs';
+import { launch, CHROMIUM_ARGS, servePage } from './browser.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 
 function parseArgs(argv) {
   const o = { seconds: 8, chromium: '/usr/bin/chromium', pageHost: '127.0.0.1' };
@@ -86,21 +81,7 @@ async function main() {
     process.stderr.write(`mainsail.mjs: ${e.message}\n`);
     process.exit(2);
   }
-  const hlsJs = readFileSync(join(HERE, 'node_modules', 'hls.js', 'dist', 'hls.min.js'));
-  const server = createServer((req, res) => {
-    const path = new URL(req.url, 'http://x').pathname;
-    if (path === '/') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-      res.end(PAGE);
-    } else if (path === '/hls.min.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' });
-      res.end(hlsJs);
-    } else {
-      res.writeHead(404);
-      res.end();
-    }
-  });
-  await new Promise(r => server.listen(0, '127.0.0.1', r));
+  const server = await servePage(PAGE);
   const port = server.address().port;
   const args = [...CHROMIUM_ARGS];
   if (opts.pageHost !== '127.0.0.1') args.push(`--host-resolver-rules=MAP ${opts.pageHost} 127.0.0.1`);

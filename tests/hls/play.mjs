@@ -21,13 +21,8 @@
 // first_frame_ms, frames, stalls, hls_version, user_agent}. Exit 0 even when playback failed: the
 // caller judges the report. Exit 2 on bad arguments or when the browser cannot start.
 
-import { createServer } from 'node:http';
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { launch, readTimeBand } from './browser.mjs';
+import { launch, readTimeBand, servePage } from './browser.mjs';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
 
 function parseArgs(argv) {
   const o = { player: 'hlsjs', seconds: 20, chromium: '/usr/bin/chromium', warmup: 0 };
@@ -130,24 +125,7 @@ async function main() {
     process.stderr.write(`play.mjs: ${e.message}\n`);
     process.exit(2);
   }
-  const hlsJs = readFileSync(join(HERE, 'node_modules', 'hls.js', 'dist', 'hls.min.js'));
-  const server = createServer((req, res) => {
-    const path = new URL(req.url, 'http://x').pathname;
-    if (path === '/') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-      res.end(PAGE);
-    } else if (path === '/hls.min.js') {
-      res.writeHead(200, { 'content-type': 'text/javascript' });
-      res.end(hlsJs);
-    } else if (path === '/favicon.ico') {
-      res.writeHead(204);
-      res.end();
-    } else {
-      res.writeHead(404);
-      res.end();
-    }
-  });
-  await new Promise(r => server.listen(0, '127.0.0.1', r));
+  const server = await servePage(PAGE);
   const port = server.address().port;
   let browser;
   try {
