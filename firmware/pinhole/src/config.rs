@@ -130,7 +130,7 @@ ENDPOINTS:
 
 /// pinhole: a low-latency camera streamer. H.264 in, chunked CMAF and LL-HLS out.
 #[derive(Debug, Parser)]
-#[command(name = "pinhole", version, about, after_help = AFTER_HELP)]
+#[command(name = "pinhole", version = crate::VERSION, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// TOML configuration file; flags given on the command line override its values.
     #[arg(long, value_name = "FILE")]

@@ -16,6 +16,12 @@
 //! [`sdnotify`] sit beside the flow.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+/// The version pinhole reports everywhere (`--version`, `/api/status`, user agents): a release
+/// build's `PINHOLE_VERSION` (the tag's), else the Cargo version (`build.rs`).
+pub const VERSION: &str = env!("PINHOLE_VERSION");
+/// `pinhole/VERSION`, the user agent of pinhole's HTTP and RTSP requests.
+pub const USER_AGENT: &str = concat!("pinhole/", env!("PINHOLE_VERSION"));
+
 pub mod appliance;
 pub mod config;
 pub mod gate;

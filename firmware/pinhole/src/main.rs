@@ -169,7 +169,7 @@ fn setup_import(args: &pinhole::appliance::firstboot::SetupImportArgs) -> ExitCo
 fn device() -> Option<Arc<pinhole::appliance::Device>> {
     use pinhole::appliance::{firstboot, hostkeys, update, Device, DeviceInfo};
     let mut info = DeviceInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: pinhole::VERSION.to_string(),
         ..DeviceInfo::default()
     };
     let ab = update::apply(&mut info, &update::Sources::default());

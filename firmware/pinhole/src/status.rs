@@ -213,7 +213,7 @@ impl Status {
     pub fn snapshot(&self, hub: HubCounters) -> Snapshot {
         let uptime_s = self.started.elapsed().as_secs_f64();
         let empty = || Snapshot {
-            version: env!("CARGO_PKG_VERSION"),
+            version: crate::VERSION,
             stream: self.name.clone(),
             uptime_s,
             source: SourceSnapshot {
@@ -252,7 +252,7 @@ impl Status {
                 (0.0, 0)
             };
             Snapshot {
-                version: env!("CARGO_PKG_VERSION"),
+                version: crate::VERSION,
                 stream: self.name.clone(),
                 uptime_s: (uptime_s * 1000.0).round() / 1000.0,
                 source: SourceSnapshot {

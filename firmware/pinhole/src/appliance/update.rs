@@ -180,7 +180,7 @@ pub fn apply(info: &mut DeviceInfo, src: &Sources<'_>) -> bool {
 /// What pinhole reports as `"device"` on an A/B device, or `None` off one.
 pub fn ota_info() -> Option<DeviceInfo> {
     let mut info = DeviceInfo {
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: crate::VERSION.to_string(),
         ..DeviceInfo::default()
     };
     apply(&mut info, &Sources::default()).then_some(info)

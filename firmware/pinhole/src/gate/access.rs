@@ -601,10 +601,7 @@ impl Access {
             .map_err(|e| format!("connect: {e}"))?;
         let req = Request::get(u.path.as_str())
             .header(header::HOST, u.authority.as_str())
-            .header(
-                header::USER_AGENT,
-                concat!("pinhole/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(header::USER_AGENT, crate::USER_AGENT)
             .header(header::ACCEPT, "application/json")
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("request: {e}"))?;

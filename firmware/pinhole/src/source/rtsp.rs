@@ -352,7 +352,7 @@ async fn session(
             let p = spec.policies;
             let options = SessionOptions::default()
                 .creds(creds)
-                .user_agent(format!("pinhole/{}", env!("CARGO_PKG_VERSION")))
+                .user_agent(crate::USER_AGENT.to_string())
                 .teardown(p.teardown)
                 .unassigned_channel_data(p.unassigned_channel_data)
                 .session_id(p.session_id);
