@@ -14,9 +14,12 @@ LICENSE = "MIT | Apache-2.0"
 LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=13;endline=13;md5=86b31c7756a1a7962f28b62856ed4f05"
 
 # The repository this layer lives in, at its committed HEAD (PINHOLE_REPO: conf/layer.conf).
-# For another clone or a remote set PINHOLE_GIT_URI; for a release build pin SRCREV.
+# For another clone or a remote set PINHOLE_GIT_URI; a release build pins SRCREV to the tag's
+# commit (kas/release.yml).
 PINHOLE_GIT_URI ?= "git://${PINHOLE_REPO};protocol=file;branch=main"
-PV = "0.1.0+git"
+PV = "${PINHOLE_VERSION}+git"
+# The version pinhole reports (firmware/pinhole/build.rs reads it): the distro's, from the tag.
+export PINHOLE_VERSION
 SRC_URI = "${PINHOLE_GIT_URI}"
 # Builds what is committed, so an image always matches a commit of this repository.
 # nooelint: oelint.vars.autorev
