@@ -1,13 +1,15 @@
-//! Configuration: command-line flags layered over an optional TOML file.
+//! Configuration: the flags ([`Flags`], parsed by `crate::cli`) layered over an optional TOML
+//! file.
 //!
 //! Precedence: built-in defaults < `--config FILE` < flags. Every bad value is reported as one
 //! line naming the key, the value and what is allowed; TOML syntax errors carry line and column.
+//! [`check_file`] is what `pinhole --config FILE --check` runs, and what first boot runs on the
+//! owner's file: one validator for every way configuration arrives.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
 use serde::Deserialize;
 
 use crate::gate::access::{AccessConfig, DEFAULT_LEEWAY};
@@ -20,170 +22,6 @@ pub const FRAGMENT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=300;
 pub const DEFAULT_FRAGMENT_MS: u32 = 100;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_SOURCE: &str = "testsrc";
-
-const AFTER_HELP: &str = "\
-SOURCES (--source URI):
-  testsrc[?OPTIONS]   built-in moving test pattern with the capture time burned in, encoded to
-                      H.264 in-process. Options: size=WxH (1280x720), fps=N (30), gop=FRAMES
-                      (one second), bitrate=BITS (2M; accepts k/M suffixes).
-                      Example: testsrc?size=1920x1080&fps=30&bitrate=6M
-  exec:COMMAND        runs COMMAND with /bin/sh and reads H.264 Annex-B from its stdout; restarted
-                      with capped backoff when it exits, its stderr goes to the log.
-                      Example: 'exec:rpicam-vid -t 0 --inline --codec h264 -o -'
-  v4l2:/dev/videoN[?OPTIONS]
-                      a V4L2 camera: H.264 from the camera itself (UVC), else raw YUYV/NV12/
-                      YU12 (or MJPEG, decoded in pinhole) encoded by a V4L2
-                      memory-to-memory hardware encoder (the Pi 4's /dev/video11) when there
-                      is one, else by OpenH264. Options: size=WxH (nearest to 1280x720),
-                      fps=N (30), bitrate=BITS (2M), gop=FRAMES (one second),
-                      encoder=auto|software|/dev/videoN (auto: the hardware encoder, OpenH264
-                      if it cannot be set up; /dev/videoN: that M2M encoder or an error).
-                      `pinhole probe` lists the devices, their modes and the encoders found.
-                      Example: v4l2:/dev/video0?size=1920x1080&fps=30
-  gst:PIPELINE        a GStreamer pipeline making H.264; needs a pinhole built with
-                      --features gstreamer. pinhole appends h264parse and its appsink.
-                      Jetson and libcamera examples: board/pipelines.md. Example:
-                      'gst:videotestsrc is-live=true ! video/x-raw,format=I420 ! x264enc
-                      tune=zerolatency bframes=0 key-int-max=30'
-  rtsp://[USER:PASS@]HOST[:PORT]/PATH[#OPTIONS]
-                      pulls H.264 from an RTSP camera or server (retina); RTP interleaved over
-                      the RTSP TCP connection unless #transport=udp. Reconnects with backoff
-                      (250 ms doubling to 1 s). OPTIONS (key=value joined by &, also settable
-                      in the [rtsp] table): transport=tcp|udp, teardown=auto|always|never,
-                      initial_timestamp=default|require|ignore|permissive,
-                      initial_seq=default|respect|ignore-suspicious-values|ignore,
-                      unknown_rtcp_ssrc=default|abort-session|drop-packets|process-packets,
-                      unassigned_channel_data=auto|assume-stale-session|error|ignore,
-                      session_id=default|require-match|use-first (tolerances for broken
-                      cameras; see retina's docs). Passwords are never logged or shown.
-                      rtsps:// (TLS, default port 322; TCP only) goes through a loopback TLS
-                      bridge: Mozilla roots, or tls_ca=FILE (PEM; a camera's self-signed
-                      certificate works), or tls_insecure=true (encrypted, not verified).
-                      Example: 'rtsp://admin:secret@192.168.1.20:554/stream1#transport=udp'
-  Every source is restarted when it delivers no frame for source_timeout_ms (default 5000,
-  exec: 10000; 0 turns the watchdog off).
-
-CONFIG FILE (--config FILE), TOML; flags override it:
-  source = \"testsrc\"            # source URI, as above
-  fragment_ms = 100             # CMAF fragment duration, 100..=300
-  source_timeout_ms = 5000      # restart a source silent this long; 0: never (500..=600000)
-  log = \"info\"                  # log filter (tracing EnvFilter syntax)
-  state_dir = \"/var/lib/pinhole\" # generated certificate; default $STATE_DIRECTORY
-  [rtsp]                        # defaults for rtsp:// sources (the URI's #options win)
-  transport = \"tcp\"             # or \"udp\"; also teardown, initial_timestamp, initial_seq,
-  user = \"admin\"                #   unknown_rtcp_ssrc, unassigned_channel_data, session_id
-  password = \"secret\"           # used when the URL has no user:password@
-  [lan]                         # the LAN listeners (top-level listen = [...] also works)
-  listen = [\"0.0.0.0:8080\", \"https://0.0.0.0:8443\"]  # ADDR or https://ADDR
-  cert = \"/etc/pinhole/cert.pem\"  # for https://; without cert and key, a self-signed
-  key = \"/etc/pinhole/key.pem\"    #   one is made on first start in state_dir
-  password_hash = \"$argon2id$...\" # from `pinhole hash-password`; unset: no password
-  trusted_proxies = [\"127.0.0.1\"] # reverse proxies (ADDR or ADDR/PREFIX) whose
-                                #   X-Forwarded-For (else Forwarded: for=) names the client;
-                                #   guess limiting keys on it. Unset: the headers are ignored
-  hosts = [\"cam.example.net\"]   # more names an open listener accepts in Host (besides its
-                                #   addresses, pinhole.local, the host name, localhost)
-  cors_origins = [\"https://mainsail.example.net\"]  # more origins whose pages may read
-                                #   /hls/ and /api/time (besides private-range, link-local and
-                                #   loopback addresses, .local names and the device's names)
-  [tunnel]                      # for cloudflared only: every request needs Cloudflare Access
-  listen = \"127.0.0.1:8081\"     # loopback only; point cloudflared's ingress here
-  team = \"myteam\"               # myteam.cloudflareaccess.com
-  aud = \"4f1c...\"               # the Access application's AUD tag
-  leeway_s = 60                 # clock skew allowed on exp/nbf, 0..=600
-  [[stream]]                    # several cameras: one table each, instead of source =
-  name = \"printer\"              # 1-32 of a-z A-Z 0-9 _ -; served under /streams/printer/
-  source = \"rtsp://10.0.0.5/s1\" # --source replaces the first table's source
-  fragment_ms = 100             # optional, as above; also source_timeout_ms
-
-ACCESS:
-  LAN password: browsers get a login page and an HttpOnly, SameSite=Strict session cookie
-  (kept in memory; 30 days); tools send HTTP Basic with any user name, e.g.
-  ffmpeg -i http://u:PASSWORD@HOST:8080/hls/index.m3u8. Wrong guesses: 5, then 1 per 12 s per
-  client (429). Make the hash with: pinhole hash-password < file-with-password
-  Tunnel: each request must carry Cf-Access-Jwt-Assertion (RS256, the team's keys fetched from
-  https://TEAM.cloudflareaccess.com/cdn-cgi/access/certs, aud, iss, exp/nbf), else 403.
-  Limits: request head 16 KiB (431), 10 s to send it or between requests, 20 s for a client
-  that stops reading an answer, 256 connections per listener (when full, a client with fewer
-  takes the place of the busiest one's oldest) and 32 per LAN client (not 127.0.0.1), of them 8
-  not yet authenticated under a password; 401/403/429 close the connection; 100 held LL-HLS
-  requests. An open listener answers 421 to a Host that is not the device's (see [lan] hosts).
-  Camera passwords (URL user:pass@, user-pw=, password=, pass=, token=, the config's secrets)
-  are masked in logs, status and pages. The device's SSH host key fingerprints are in
-  /api/status (device.ssh_host_keys) and the player's device line: from
-  $STATE_DIRECTORY/ssh-host-keys (written by setup-import), else the ssh_host_*_key.pub files
-  in $PINHOLE_SSH_HOST_KEYS (default /data/ssh).
-
-ENDPOINTS:
-  GET  /                  the player
-  GET|POST /api/video/cmaf  live stream: [u32 BE length][payload] records, init segment first,
-                          then moof+mdat fragments; a zero-length record is a heartbeat
-  GET  /hls/index.m3u8    LL-HLS multivariant playlist (stream.m3u8: the media playlist,
-                          with blocking reload; parts and segments cut from the same fragments)
-  GET  /api/status        JSON status;  GET /metrics  Prometheus text;  GET /api/time  clock
-  GET  /login.html        the login page;  POST /api/login (form: password), POST /api/logout
-  GET  /api/streams       the cameras: [{name, path, source, state, ...}]
-  Each camera's endpoints are also under /streams/NAME/ (/streams/NAME/api/video/cmaf,
-  /streams/NAME/hls/index.m3u8, /streams/NAME/api/status, the player at /streams/NAME/); the
-  first camera is at the plain paths above too. /metrics labels each camera's figures with
-  stream=\"NAME\" when there is more than one.";
-
-/// pinhole: a low-latency camera streamer. H.264 in, chunked CMAF and LL-HLS out.
-#[derive(Debug, Parser)]
-#[command(name = "pinhole", version = crate::VERSION, about, after_help = AFTER_HELP)]
-pub struct Cli {
-    /// TOML configuration file; flags given on the command line override its values.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// LAN address to serve on, ADDR (HTTP) or https://ADDR; repeat for several.
-    /// Default 127.0.0.1:8080.
-    #[arg(long, value_name = "ADDR", value_parser = ListenAddr::parse)]
-    pub listen: Vec<ListenAddr>,
-
-    /// Directory for state kept across restarts (the generated TLS certificate).
-    /// Default: $STATE_DIRECTORY (systemd), else /var/lib/pinhole.
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-
-    /// Video source URI (see SOURCES below). Default: testsrc.
-    #[arg(long, value_name = "URI")]
-    pub source: Option<String>,
-
-    /// Restart the source when it delivers no frame for this long (ms); 0 turns the watchdog
-    /// off. Default 5000 (exec: 10000).
-    #[arg(long, value_name = "MS", value_parser = parse_source_timeout)]
-    pub source_timeout_ms: Option<u32>,
-
-    /// Duration of each CMAF fragment in milliseconds, 100..=300. Default 100.
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(100..=300))]
-    pub fragment_ms: Option<u32>,
-
-    /// Log filter, e.g. "info" or "pinhole=debug". Default: $RUST_LOG, else "info".
-    #[arg(long, value_name = "FILTER")]
-    pub log: Option<String>,
-
-    /// Check the configuration (file and flags) and exit: 0 and "configuration OK" when it is
-    /// valid, else 2 and the one-line error. Binds no port and starts no source.
-    #[arg(long)]
-    pub check: bool,
-
-    #[command(subcommand)]
-    pub command: Option<Command>,
-}
-
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Command {
-    /// Read a password from standard input (one line) and print its argon2id hash, for
-    /// `password_hash` in the [lan] table.
-    HashPassword,
-    /// List the video devices (/dev/video*): driver, card, capabilities, formats, sizes and
-    /// frame rates, what pinhole would capture from each camera, and the H.264 encoders found.
-    Probe,
-    /// First boot: import the owner's pinhole-setup.toml from the boot partition into the data
-    /// partition: checked by this configuration code, written atomically, removed from the card.
-    SetupImport(crate::appliance::firstboot::SetupImportArgs),
-}
 
 /// A LAN listen address: `ADDR` or `http://ADDR` (HTTP), `https://ADDR` (HTTPS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,8 +172,29 @@ pub fn check_stream_name(name: &str) -> Result<(), String> {
 #[error("{}", crate::redact::redact(.0))]
 pub struct ConfigError(pub String);
 
+/// What the command line gives (`crate::cli::Cli::flags`): each one wins over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    pub listen: Vec<ListenAddr>,
+    pub state_dir: Option<PathBuf>,
+    pub source: Option<String>,
+    pub source_timeout_ms: Option<u32>,
+    pub fragment_ms: Option<u32>,
+    pub log: Option<String>,
+}
+
+/// `pinhole --config FILE --check`: the file as the daemon would run it, without flags.
+pub fn check_file(path: &Path) -> Result<Config, ConfigError> {
+    Config::resolve(&Flags {
+        config: Some(path.to_path_buf()),
+        ..Flags::default()
+    })
+}
+
 impl Config {
-    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+    pub fn resolve(cli: &Flags) -> Result<Config, ConfigError> {
         if let Some(s) = &cli.source {
             crate::redact::remember_url_passwords(s);
         }
@@ -646,7 +505,7 @@ fn tunnel_config(
 }
 
 /// `source_timeout_ms`: 0 (off) or 500..=600000.
-fn parse_source_timeout(text: &str) -> Result<u32, String> {
+pub fn parse_source_timeout(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {
         Ok(ms) if ms == 0 || (500..=600_000).contains(&ms) => Ok(ms),
         _ => Err(format!(
@@ -691,13 +550,16 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
-    fn cli(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("pinhole").chain(args.iter().copied()))
+    /// The flags as the command line gives them.
+    fn cli(args: &[&str]) -> Result<Flags, clap::Error> {
+        use clap::Parser as _;
+        crate::cli::Cli::try_parse_from(std::iter::once("pinhole").chain(args.iter().copied()))
+            .map(|c| c.flags())
     }
 
     #[test]
     fn no_arguments_serve_the_test_source_on_localhost_8080() {
-        let cfg = Config::from_cli(&cli(&[]).unwrap()).unwrap();
+        let cfg = Config::resolve(&cli(&[]).unwrap()).unwrap();
         assert_eq!(
             cfg.listen,
             vec![ListenAddr::parse("127.0.0.1:8080").unwrap()]
@@ -730,7 +592,7 @@ mod tests {
         let path = dir.join("bad.toml");
         std::fs::write(&path, "fragment_ms = 500\n").unwrap();
         let c = cli(&["--config", path.to_str().unwrap()]).unwrap();
-        let err = Config::from_cli(&c).unwrap_err().to_string();
+        let err = Config::resolve(&c).unwrap_err().to_string();
         assert!(
             err.contains("fragment_ms = 500") && err.contains("100..=300"),
             "{err}"
@@ -748,7 +610,7 @@ mod tests {
         )
         .unwrap();
         let c = cli(&["--config", path.to_str().unwrap(), "--fragment-ms", "150"]).unwrap();
-        let cfg = Config::from_cli(&c).unwrap();
+        let cfg = Config::resolve(&c).unwrap();
         assert_eq!(cfg.streams[0].fragment_ms, 150);
         assert_eq!(
             cfg.listen,
@@ -764,7 +626,7 @@ mod tests {
         let path = dir.join("l.toml");
         std::fs::write(&path, "listen = [\"localhost\"]\n").unwrap();
         let c = cli(&["--config", path.to_str().unwrap()]).unwrap();
-        let err = Config::from_cli(&c).unwrap_err().to_string();
+        let err = Config::resolve(&c).unwrap_err().to_string();
         assert!(
             err.contains("listen") && err.contains("\"localhost\""),
             "{err}"
@@ -774,7 +636,7 @@ mod tests {
     #[test]
     fn an_unknown_source_scheme_is_refused_listing_the_known_ones() {
         let c = cli(&["--source", "bogus:x"]).unwrap();
-        let err = Config::from_cli(&c).unwrap_err().to_string();
+        let err = Config::resolve(&c).unwrap_err().to_string();
         assert!(err.contains("--source") && err.contains("testsrc"), "{err}");
     }
 
@@ -783,7 +645,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
-        Config::from_cli(&cli(&["--config", path.to_str().unwrap()]).unwrap())
+        Config::resolve(&cli(&["--config", path.to_str().unwrap()]).unwrap())
     }
 
     #[test]
@@ -948,8 +810,8 @@ mod tests {
     /// table the example puts it under.
     #[test]
     fn the_config_example_in_help_parses() {
-        let start = AFTER_HELP.find("CONFIG FILE").unwrap();
-        let block = &AFTER_HELP[start..];
+        let start = crate::cli::AFTER_HELP.find("CONFIG FILE").unwrap();
+        let block = &crate::cli::AFTER_HELP[start..];
         let block = &block[block.find('\n').unwrap() + 1..block.find("\n\n").unwrap()];
         let toml: String = block
             .lines()

@@ -2,18 +2,24 @@
 //! tests and benchmarks reach them directly.
 //!
 //! ```text
-//! source ─► pipeline ─► hub ─► serve (http, hls, ui, metrics)
-//!   │         │                  ▲
-//!   │         └ media::Segmenter gate (limits, tls, policy: auth | access)
-//!   └ supervise: testsrc | exec: | rtsp:// | v4l2: | gst:
+//! cli ─► config ─► main ─► stream::Stream::start, one per camera, owning:
+//!
+//!   source ─► pipeline ─┬─► hub ─┬─► serve::hls (LL-HLS)
+//!   (supervised)        │        └─► serve::http: /api/video/cmaf, status, metrics ◄── gate
+//!                       ├─► Tap ──► serve::snapshot (JPEG, decoded only while asked)
+//!                       └─► Counters ─► the source's watchdog, sdnotify's watchdog, status
+//!   sources: testsrc | exec: | rtsp:// | v4l2: | gst:
 //!
 //! appliance: what the device around the stream reports (version, slot, setup)
 //! ```
 //!
 //! The folders follow the flow: [`source`] makes access units and hands them to the
-//! [`pipeline`] (its [`pipeline::FrameSink`]); the pipeline cuts fragments into the [`hub`];
-//! [`serve`] sends them to viewers that the [`gate`] let in. [`status`], [`config`] and
-//! [`sdnotify`] sit beside the flow.
+//! [`pipeline`] (its [`pipeline::FrameSink`]); the pipeline cuts fragments into the [`hub`] and
+//! imports nothing but the hub, [`status`] and `media`. A [`stream::Stream`] owns one camera's
+//! parts; [`serve`] and [`sdnotify`] take `Stream`s and send them to viewers that the [`gate`]
+//! let in. [`config`] resolves what [`cli`] parsed over the file. Arrows run one way:
+//! `tests/module-cycles` (a step of `tests/run`) fails on any import cycle between these
+//! modules and on the pipeline naming a source, the serving side or systemd.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 /// The version pinhole reports everywhere (`--version`, `/api/status`, user agents): a release
@@ -23,6 +29,7 @@ pub const VERSION: &str = env!("PINHOLE_VERSION");
 pub const USER_AGENT: &str = concat!("pinhole/", env!("PINHOLE_VERSION"));
 
 pub mod appliance;
+pub mod cli;
 pub mod config;
 pub mod gate;
 pub mod hub;
@@ -32,3 +39,4 @@ pub mod sdnotify;
 pub mod serve;
 pub mod source;
 pub mod status;
+pub mod stream;

@@ -2,19 +2,19 @@
 //! HTTP with an LL-HLS fallback. See `docs/` and `pinhole --help`.
 
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::sync::watch;
-use tracing::Instrument as _;
 
-use media::segmenter::SegmenterConfig;
-use pinhole::config::{Cli, Command, Config};
+use pinhole::cli::{Cli, Command};
+use pinhole::config::Config;
 use pinhole::gate::policy::Policy;
 use pinhole::gate::{access, auth, limits, origin, tls};
-use pinhole::serve::{http, snapshot};
-use pinhole::{hub, pipeline, sdnotify, source, status};
+use pinhole::serve::http;
+use pinhole::stream::Stream;
+use pinhole::{sdnotify, source};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), report.as_bytes());
         return ExitCode::SUCCESS;
     }
-    let config = match Config::from_cli(&cli) {
+    let config = match Config::resolve(&cli.flags()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("pinhole: {e}");
@@ -122,7 +122,7 @@ fn hash_password() -> ExitCode {
 }
 
 /// `pinhole setup-import`: one line on stderr (the journal) saying what happened.
-fn setup_import(args: &pinhole::appliance::firstboot::SetupImportArgs) -> ExitCode {
+fn setup_import(args: &pinhole::cli::SetupImportArgs) -> ExitCode {
     use pinhole::appliance::firstboot::{run, Outcome};
     let (from, to) = (args.from.display(), args.to.display());
     let report = match run(args) {
@@ -308,60 +308,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut streams = Vec::new();
-    let mut source_tasks = Vec::new();
-    let mut frame_paths = Vec::new();
     for sc in &config.streams {
-        let hub = hub::Hub::new();
-        let status = Arc::new(
-            status::Status::new(sc.source.display_uri(), sc.fragment_ms).with_name(&sc.name),
-        );
-        let seg_config = SegmenterConfig {
-            fragment_duration_90k: sc.fragment_ms * 90,
-            low_delay_vui: true,
-        };
-        let pipeline = pipeline::Pipeline::new(seg_config, hub.clone(), status.clone())
-            .with_context(|| format!("stream {:?}: segmenter configuration", sc.name))?;
-        let flow = pipeline.flow();
-        let snapshots =
-            snapshot::Snapshots::new(pipeline.tap(), status.clone(), snapshot::DEFAULT_IDLE);
-        snapshots.spawn_expiry();
-        let pipeline = Arc::new(Mutex::new(pipeline));
-        frame_paths.push(sdnotify::FramePath {
-            flow,
-            pipeline: pipeline.clone(),
-            status: status.clone(),
-            hub: hub.clone(),
-        });
         if config.streams.len() > 1 {
             tracing::info!(stream = %sc.name, source = %sc.source.display_uri(), "camera");
         }
-        // Every log line of this camera's source names the stream.
-        let span = tracing::info_span!("stream", name = %sc.name);
-        source_tasks.push(tokio::spawn(
-            source::supervise_with(
-                sc.source.clone(),
-                sc.source_timeout,
-                pipeline,
-                status.clone(),
-                shutdown_rx.clone(),
-            )
-            .instrument(span),
-        ));
-        streams.push(http::StreamHandle {
-            name: sc.name.clone(),
-            hub,
-            status,
-            snapshots,
-        });
+        streams.push(Stream::start(sc, shutdown_rx.clone())?);
     }
     // systemd: readiness follows the first camera; the watchdog watches every frame path.
-    let notify_task = spawn_sd_notify(frame_paths, shutdown_rx.clone());
+    let notify_task = spawn_sd_notify(streams.clone(), shutdown_rx.clone());
     if let Some(a) = &access {
         tokio::spawn(a.clone().keep_fresh(shutdown_rx.clone()));
     }
-    let hubs: Vec<Arc<hub::Hub>> = streams.iter().map(|s| s.hub.clone()).collect();
     let state = Arc::new(http::AppState {
-        streams,
+        streams: streams.clone(),
         auth,
         access,
         device: device(),
@@ -372,12 +331,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     // Ends the endless responses so graceful shutdown can finish.
-    for hub in &hubs {
-        hub.close();
+    for stream in &streams {
+        stream.close();
     }
     let grace = http::SHUTDOWN_GRACE + std::time::Duration::from_secs(1);
     let _ = tokio::time::timeout(grace, server).await;
-    let _ = tokio::time::timeout(grace, futures_join(source_tasks)).await;
+    let _ = tokio::time::timeout(grace, async {
+        for stream in &streams {
+            stream.stopped().await;
+        }
+    })
+    .await;
     if let Some(t) = notify_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), t).await;
     }
@@ -388,7 +352,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 /// Under systemd (`Type=notify`): `READY=1` after the first fragment, `STATUS=` lines, and the
 /// watchdog fed from the frame path (see `pinhole::sdnotify`). Nothing otherwise.
 fn spawn_sd_notify(
-    paths: Vec<sdnotify::FramePath>,
+    paths: Vec<Arc<Stream>>,
     shutdown: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     #[cfg(feature = "test-hooks")]
@@ -402,13 +366,6 @@ fn spawn_sd_notify(
             tracing::warn!("not telling systemd about readiness: {e}");
             None
         }
-    }
-}
-
-/// Waits for every task (their results do not matter at shutdown).
-async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
-    for t in tasks {
-        let _ = t.await;
     }
 }
 

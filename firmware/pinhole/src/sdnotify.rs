@@ -36,15 +36,13 @@
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, TryLockError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::hub::Hub;
-use crate::source::SharedPipeline;
-use crate::status::Status;
+use crate::pipeline::SharedPipeline;
+use crate::stream::Stream;
 
 /// How often the monitor looks at the frame path (and pings, when it is healthy). Well under
 /// any sensible `WatchdogSec=`; the unit uses 10 s.
@@ -60,31 +58,6 @@ const LOCK_PROBE_STEP: Duration = Duration::from_millis(10);
 pub const OUTPUT_STALL: Duration = Duration::from_secs(30);
 /// Frames count as "coming in" while the last one is at most this old.
 const INFLOW_WINDOW: Duration = Duration::from_secs(2);
-
-/// Counters the pipeline bumps on the frame path, read lock-free by the monitor.
-#[derive(Debug, Default)]
-pub struct Flow {
-    frames_in: AtomicU64,
-    parts_out: AtomicU64,
-}
-
-impl Flow {
-    pub fn frame_in(&self) {
-        self.frames_in.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn part_out(&self) {
-        self.parts_out.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn frames_in(&self) -> u64 {
-        self.frames_in.load(Ordering::Relaxed)
-    }
-
-    pub fn parts_out(&self) -> u64 {
-        self.parts_out.load(Ordering::Relaxed)
-    }
-}
 
 /// Why the notify socket cannot be used. Reported once; the daemon runs on without it.
 #[derive(Debug, thiserror::Error)]
@@ -265,19 +238,10 @@ async fn probe_lock(pipeline: &SharedPipeline) -> LockProbe {
     }
 }
 
-/// One camera's frame path, as the monitor sees it.
-#[derive(Clone)]
-pub struct FramePath {
-    pub flow: Arc<Flow>,
-    pub pipeline: SharedPipeline,
-    pub status: Arc<Status>,
-    pub hub: Arc<Hub>,
-}
-
 /// Runs until shutdown: `READY=1` after the first stream's first fragment, `STATUS=` (about the
 /// first stream) when it changes, `WATCHDOG=1` every [`TICK`] while every stream's frame path
 /// is healthy, `STOPPING=1` at the end.
-pub async fn run(notifier: Notifier, paths: Vec<FramePath>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(notifier: Notifier, paths: Vec<Arc<Stream>>, mut shutdown: watch::Receiver<bool>) {
     let Some(first) = paths.first().cloned() else {
         return;
     };
@@ -304,13 +268,13 @@ pub async fn run(notifier: Notifier, paths: Vec<FramePath>, mut shutdown: watch:
         for (path, monitor) in paths.iter().zip(monitors.iter_mut()) {
             let sample = Sample {
                 now: Instant::now(),
-                frames_in: path.flow.frames_in(),
-                parts_out: path.flow.parts_out(),
-                lock: probe_lock(&path.pipeline).await,
+                frames_in: path.counters().frames_in(),
+                parts_out: path.counters().parts_out(),
+                lock: probe_lock(path.pipeline()).await,
             };
             if let Verdict::Wedged(why) = monitor.observe(sample) {
                 if verdict == Verdict::Healthy {
-                    let name = path.status.snapshot(path.hub.counters()).source.uri;
+                    let name = path.snapshot().source.uri;
                     verdict = Verdict::Wedged(if paths.len() > 1 {
                         format!("{why} ({name})")
                     } else {
@@ -319,9 +283,9 @@ pub async fn run(notifier: Notifier, paths: Vec<FramePath>, mut shutdown: watch:
                 }
             }
         }
-        let snap = first.status.snapshot(first.hub.counters());
+        let snap = first.snapshot();
         let mut msg = String::new();
-        if !ready && first.flow.parts_out() > 0 {
+        if !ready && first.counters().parts_out() > 0 {
             ready = true;
             msg.push_str("READY=1\n");
             tracing::info!("first fragment out: told systemd we are ready");
@@ -375,8 +339,8 @@ pub async fn run(notifier: Notifier, paths: Vec<FramePath>, mut shutdown: watch:
 /// The `test-hooks` deadlock: `PINHOLE_DEBUG_WEDGE_AFTER_S=N` takes the pipeline lock N seconds
 /// after the first fragment and keeps it until the process dies.
 #[cfg(feature = "test-hooks")]
-pub fn wedge_hook(path: &FramePath) {
-    let (flow, pipeline) = (path.flow.clone(), path.pipeline.clone());
+pub fn wedge_hook(path: &Stream) {
+    let (counters, pipeline) = (path.counters().clone(), path.pipeline().clone());
     let Ok(value) = std::env::var("PINHOLE_DEBUG_WEDGE_AFTER_S") else {
         return;
     };
@@ -391,7 +355,7 @@ pub fn wedge_hook(path: &FramePath) {
     let spawned = std::thread::Builder::new()
         .name("wedge-hook".into())
         .spawn(move || {
-            while flow.parts_out() == 0 {
+            while counters.parts_out() == 0 {
                 std::thread::sleep(Duration::from_millis(50));
             }
             std::thread::sleep(Duration::from_secs(after_s));
@@ -558,9 +522,11 @@ mod tests {
     #[allow(clippy::await_holding_lock)]
     #[tokio::test]
     async fn the_lock_probe_tells_free_held_and_poisoned_apart() {
+        use crate::hub::Hub;
         use crate::pipeline::Pipeline;
+        use crate::status::Status;
         use media::segmenter::SegmenterConfig;
-        let status = Arc::new(Status::new("testsrc".into(), 100));
+        let status = Arc::new(Status::new("cam", "testsrc".into(), 100));
         let p = Pipeline::new(
             SegmenterConfig {
                 fragment_duration_90k: 9000,

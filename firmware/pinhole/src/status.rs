@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -31,10 +30,15 @@ pub struct Status {
     source_uri: String,
     fragment_ms: u32,
     inner: Mutex<Inner>,
-    /// Frames the source handed to the pipeline (lock-free: counted on the frame path).
-    frames_in: AtomicU64,
-    /// When the last of them came, in µs since `started` (0: none yet).
-    last_frame_us: AtomicU64,
+}
+
+/// The frame path's own figures (counted lock-free by the pipeline, `pipeline::Counters`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameCounts {
+    /// Frames the source handed to the pipeline.
+    pub frames_in: u64,
+    /// How long ago the last of them came (`None` before the first).
+    pub last_frame_age: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -91,11 +95,12 @@ pub struct VideoSnapshot {
 }
 
 impl Status {
-    /// `source_uri` is shown as is: pass a redacted form if the URI can carry credentials.
-    pub fn new(source_uri: String, fragment_ms: u32) -> Status {
+    /// The status of the stream `name`. `source_uri` is shown as is: pass a redacted form if
+    /// the URI can carry credentials.
+    pub fn new(name: &str, source_uri: String, fragment_ms: u32) -> Status {
         Status {
             started: Instant::now(),
-            name: crate::config::DEFAULT_STREAM_NAME.to_string(),
+            name: name.to_string(),
             source_uri,
             fragment_ms,
             inner: Mutex::new(Inner {
@@ -110,39 +115,11 @@ impl Status {
                 frames: 0,
                 window: VecDeque::new(),
             }),
-            frames_in: AtomicU64::new(0),
-            last_frame_us: AtomicU64::new(0),
         }
-    }
-
-    /// The same status under the stream's own name.
-    pub fn with_name(mut self, name: &str) -> Status {
-        self.name = name.to_string();
-        self
     }
 
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Called by the pipeline for every frame a source delivers: feeds the source watchdog.
-    pub fn note_frame_in(&self) {
-        let us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.last_frame_us.store(us.max(1), Ordering::Relaxed);
-        self.frames_in.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Frames delivered so far.
-    pub fn frames_in(&self) -> u64 {
-        self.frames_in.load(Ordering::Relaxed)
-    }
-
-    /// When the last frame was delivered.
-    pub fn last_frame_at(&self) -> Option<Instant> {
-        match self.last_frame_us.load(Ordering::Relaxed) {
-            0 => None,
-            us => Some(self.started + Duration::from_micros(us)),
-        }
     }
 
     /// The watchdog restarted the source (counted on top of [`Self::source_failed`]).
@@ -210,7 +187,7 @@ impl Status {
         });
     }
 
-    pub fn snapshot(&self, hub: HubCounters) -> Snapshot {
+    pub fn snapshot(&self, hub: HubCounters, path: FrameCounts) -> Snapshot {
         let uptime_s = self.started.elapsed().as_secs_f64();
         let empty = || Snapshot {
             version: crate::VERSION,
@@ -222,7 +199,7 @@ impl Status {
                 last_error: Some("status lock poisoned".into()),
                 restarts: 0,
                 watchdog_restarts: 0,
-                frames_received: self.frames_in(),
+                frames_received: path.frames_in,
                 last_frame_age_s: None,
             },
             video: VideoSnapshot {
@@ -261,10 +238,10 @@ impl Status {
                     last_error: i.last_error.clone(),
                     restarts: i.restarts,
                     watchdog_restarts: i.watchdog_restarts,
-                    frames_received: self.frames_in(),
-                    last_frame_age_s: self
-                        .last_frame_at()
-                        .map(|t| (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0),
+                    frames_received: path.frames_in,
+                    last_frame_age_s: path
+                        .last_frame_age
+                        .map(|age| (age.as_secs_f64() * 1000.0).round() / 1000.0),
                 },
                 video: VideoSnapshot {
                     codec: i.codec.clone(),
@@ -441,11 +418,11 @@ mod tests {
 
     #[test]
     fn fps_and_bitrate_come_from_the_last_two_seconds_of_parts() {
-        let s = Status::new("testsrc".into(), 100);
+        let s = Status::new("cam", "testsrc".into(), 100);
         for _ in 0..100 {
             s.record_part(9_000, 3, 25_000); // 100 ms, 30 fps, 2 Mbit/s
         }
-        let snap = s.snapshot(HubCounters::default());
+        let snap = s.snapshot(HubCounters::default(), FrameCounts::default());
         assert_eq!(snap.video.fps, 30.0);
         assert_eq!(snap.video.bitrate_bps, 2_000_000);
         assert_eq!(snap.fragments, 100);
@@ -453,14 +430,17 @@ mod tests {
 
     #[test]
     fn metrics_text_has_help_type_and_value_for_each_figure() {
-        let s = Status::new("testsrc".into(), 100);
+        let s = Status::new("cam", "testsrc".into(), 100);
         s.set_source_state(SourceState::Running);
         let text = s
-            .snapshot(HubCounters {
-                viewers: 3,
-                skips: 1,
-                bytes_sent: 9,
-            })
+            .snapshot(
+                HubCounters {
+                    viewers: 3,
+                    skips: 1,
+                    bytes_sent: 9,
+                },
+                FrameCounts::default(),
+            )
             .to_prometheus();
         assert!(
             text.contains("# TYPE pinhole_viewers gauge\npinhole_viewers 3\n"),
@@ -472,15 +452,15 @@ mod tests {
 
     #[test]
     fn a_failure_is_shown_until_the_source_runs_again() {
-        let s = Status::new("exec:x".into(), 100);
+        let s = Status::new("cam", "exec:x".into(), 100);
         s.source_failed("exec: command ended".into());
-        let snap = s.snapshot(HubCounters::default());
+        let snap = s.snapshot(HubCounters::default(), FrameCounts::default());
         assert_eq!(snap.source.state, SourceState::Restarting);
         assert_eq!(snap.source.restarts, 1);
         assert!(snap.source.last_error.is_some());
         s.set_source_state(SourceState::Running);
         assert!(s
-            .snapshot(HubCounters::default())
+            .snapshot(HubCounters::default(), FrameCounts::default())
             .source
             .last_error
             .is_none());

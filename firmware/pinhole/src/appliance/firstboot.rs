@@ -13,7 +13,7 @@
 //!
 //! What a table gives replaces what the camera had; the rest stays. The `[pinhole]` table is
 //! merged over the configuration in `/data` (the board's defaults on a first boot) and checked
-//! by the daemon's own [`Config::from_cli`] on the very file that goes into place, so the import
+//! by the daemon's own [`check_file`] on the very file that goes into place, so the import
 //! never accepts what the daemon would refuse. A clear `lan.password` is stored only as its
 //! argon2id hash, the Wi-Fi password only as its WPA pre-shared key.
 //!
@@ -36,7 +36,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::config::{Cli, Config, ConfigError};
+use crate::cli::SetupImportArgs;
+use crate::config::check_file;
 
 /// Where things go, relative to `--to` (the data partition).
 pub const CONFIG: &str = "pinhole/pinhole.toml";
@@ -55,58 +56,6 @@ const JOURNAL: &str = "pinhole/setup-import.journal";
 const MAX_FILE_BYTES: u64 = 64 * 1024;
 const REJECTED_NAME: &str = "pinhole-setup.rejected.toml";
 const TABLES: [&str; 4] = ["wifi", "ssh", "cloudflared", "pinhole"];
-
-/// `pinhole setup-import`: the command line.
-#[derive(Debug, Clone, clap::Args)]
-#[command(after_help = SETUP_IMPORT_HELP)]
-pub struct SetupImportArgs {
-    /// The owner's setup file on the boot partition. Missing: nothing to import (the run still
-    /// finishes an interrupted import and makes sure a configuration exists).
-    #[arg(long, value_name = "FILE", default_value = "/boot/pinhole-setup.toml")]
-    pub from: PathBuf,
-    /// The data partition: pinhole/pinhole.toml, pinhole/cloudflared/token,
-    /// ssh/authorized_keys and wifi/wpa_supplicant-wlan0.conf are written under it.
-    #[arg(long, value_name = "DIR", default_value = "/data")]
-    pub to: PathBuf,
-    /// The configuration to start from when DIR has none yet (the board's pinhole.toml).
-    #[arg(long, value_name = "FILE")]
-    pub defaults: Option<PathBuf>,
-    /// Where the device's SSH host keys are (their fingerprints go into the result file on the
-    /// boot partition). Default: DIR/ssh.
-    #[arg(long, value_name = "DIR")]
-    pub ssh_host_keys: Option<PathBuf>,
-}
-
-const SETUP_IMPORT_HELP: &str = "\
-THE FILE (TOML; every table optional; what a table gives replaces what the camera had):
-  [wifi]
-  country = \"GB\"                 # two letters: the radio rules of the country
-  ssid = \"Home network\"          # 1-32 bytes
-  password = \"...\"               # 8-63 printable ASCII characters or 64 hex digits; none: open
-  [ssh]
-  authorized_keys = [\"ssh-ed25519 AAAA... me@laptop\"]   # OpenSSH public key lines
-  [cloudflared]
-  token = \"eyJh...\"              # the tunnel token from the Cloudflare dashboard
-  [pinhole]                      # pinhole.toml (pinhole --help), merged over the current one
-  source = \"...\"
-  [pinhole.lan]
-  password = \"...\"               # stored only as its argon2id hash (password_hash)
-
-It is checked as a whole (the [pinhole] table by pinhole's own configuration code, as
-`pinhole --check` would) and written atomically: a power cut at any moment leaves either the old
-or the new configuration. Then the file is removed from the boot partition. A rejected file
-becomes pinhole-setup.rejected.toml beside it, the reason at the top and the secrets blanked; the
-previous configuration stays, and the reason is also in DIR/pinhole/state/setup-error
-(/api/status: device.setup_error) and on stderr.
-
-Every run leaves pinhole-setup.result.txt beside the file on the boot partition (rewritten only
-when it changes): the last setup's result and the camera's SSH host key fingerprints
-(`ED25519 SHA256:...`, from DIR/ssh or --ssh-host-keys), to compare with what ssh or
-pinhole-ota shows on the first connection; the fingerprints also go to
-DIR/pinhole/state/ssh-host-keys for /api/status (device.ssh_host_keys).
-
-EXIT STATUS: 0 imported, or nothing to import; 1 the file was rejected (previous configuration
-kept); 2 bad arguments; 3 the data or boot partition could not be read or written.";
 
 /// What a run did.
 #[derive(Debug, PartialEq, Eq)]
@@ -523,21 +472,14 @@ fn deep_merge(base: &mut toml::Table, new: toml::Table) {
 }
 
 /// The daemon's own check, on the bytes that will go into place: written as the staged file
-/// and read back by [`Config::from_cli`], exactly as `pinhole --config FILE --check` does.
+/// and read back by [`check_file`], exactly as `pinhole --config FILE --check` does.
 fn validate_config(to: &Path, text: &[u8], from: &Path) -> Result<(), Rejection> {
     let staged = to.join(format!("{CONFIG}.check"));
     if let Some(dir) = staged.parent() {
         make_dirs(dir)?;
     }
     write_synced(&staged, text, 0o600, false)?;
-    let result = <Cli as clap::Parser>::try_parse_from([
-        std::ffi::OsStr::new("pinhole"),
-        std::ffi::OsStr::new("--config"),
-        staged.as_os_str(),
-        std::ffi::OsStr::new("--check"),
-    ])
-    .map_err(|e| ConfigError(format!("internal: {e}")))
-    .and_then(|cli| Config::from_cli(&cli));
+    let result = check_file(&staged);
     let _ = fs::remove_file(&staged);
     result.map(|_| ()).map_err(|e| {
         let msg = e.to_string().replace(

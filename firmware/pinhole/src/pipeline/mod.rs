@@ -4,15 +4,31 @@
 //! the first frame of a new run follows the last frame of the previous one, plus the wall-clock
 //! time the source was away. Players therefore see time only ever move forward (Safari stalls on
 //! backward jumps), and the gap equals the real outage.
+//!
+//! ```text
+//! source ─► FrameSink ─► Pipeline ─┬─► Segmenter ─► hub (init, parts)
+//!                                  ├─► Tap (access units since the last IDR, for snapshots)
+//!                                  └─► Counters (frames in, parts out: both watchdogs read them)
+//! ```
+//!
+//! It imports the hub, status and `media`, nothing else (`tests/module-cycles` checks): the
+//! sources, the serving side and systemd's watchdog all know the pipeline, never the reverse.
 
-use std::sync::Arc;
+pub mod counters;
+pub mod tap;
+
+use std::sync::{Arc, Mutex};
 
 use media::segmenter::{Frame, Output, Segmenter, SegmenterConfig};
 
 use crate::hub::Hub;
-use crate::sdnotify::Flow;
-use crate::serve::snapshot::Tap;
 use crate::status::Status;
+
+pub use self::counters::Counters;
+pub use self::tap::Tap;
+
+/// Shared handle to the pipeline that sources write into.
+pub type SharedPipeline = Arc<Mutex<Pipeline>>;
 
 /// Where sources deliver frames: the pipeline itself, or a source's wrapper around it (see
 /// `source::Delivery`). Defined here, beside its implementation, so the arrow runs one way:
@@ -30,8 +46,8 @@ pub struct Pipeline {
     /// End of the last frame on the timeline, and its capture time.
     last_end: Option<(u64, u64)>,
     rejected: u64,
-    /// Frames in and parts out, for the systemd watchdog ([`crate::sdnotify`]).
-    flow: Arc<Flow>,
+    /// Frames in and parts out, for both watchdogs and status.
+    counters: Arc<Counters>,
     /// The access units since the last IDR, for snapshots (shared bytes, no copies).
     tap: Arc<Tap>,
 }
@@ -49,17 +65,17 @@ impl Pipeline {
             run_base: None,
             last_end: None,
             rejected: 0,
-            flow: Arc::new(Flow::default()),
+            counters: Arc::new(Counters::default()),
             tap: Arc::new(Tap::default()),
         })
     }
 
-    /// The frame path's counters, read by the systemd watchdog monitor.
-    pub fn flow(&self) -> Arc<Flow> {
-        self.flow.clone()
+    /// The frame path's counters, read by both watchdogs and by status.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
     }
 
-    /// Where snapshots find the newest frames ([`crate::serve::snapshot`]).
+    /// Where snapshots find the newest frames.
     pub fn tap(&self) -> Arc<Tap> {
         self.tap.clone()
     }
@@ -82,7 +98,7 @@ impl Pipeline {
                     self.hub.set_init(init);
                 }
                 Output::Part(part) => {
-                    self.flow.part_out();
+                    self.counters.part_out();
                     self.status
                         .record_part(part.duration_90k, part.frame_count, part.framed.len());
                     self.hub.publish(part);
@@ -94,9 +110,8 @@ impl Pipeline {
 
 impl FrameSink for Pipeline {
     fn frame(&mut self, mut frame: Frame) {
-        self.flow.frame_in();
-        // Feeds the source watchdog: any frame counts, decodable yet or not.
-        self.status.note_frame_in();
+        // Feeds both watchdogs: any frame counts, decodable yet or not.
+        self.counters.frame_in();
         let (src0, dst0) = *self.run_base.get_or_insert_with(|| {
             let dst = match self.last_end {
                 None => frame.dts_90k,

@@ -32,12 +32,12 @@ use crate::gate::auth::Auth;
 use crate::gate::limits;
 use crate::gate::origin;
 use crate::gate::policy::{self, Admission, Policy, LOGIN_PAGE};
-use crate::hub::{Hub, Viewer};
-use crate::serve::hls::{Hls, HlsConfig, Reply};
+use crate::hub::Viewer;
+use crate::serve::hls::Reply;
 use crate::serve::progress::Progress;
-use crate::serve::snapshot::{self, Snapshots};
+use crate::serve::snapshot;
 use crate::serve::ui;
-use crate::status::Status;
+use crate::stream::Stream;
 
 /// Sent when nothing else went out for this long. Cloudflare cuts idle streams after 100 s;
 /// a few seconds also lets clients notice a dead connection quickly.
@@ -45,20 +45,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for responses to finish before closing sockets.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// One camera as the HTTP side sees it.
-#[derive(Debug, Clone)]
-pub struct StreamHandle {
-    pub name: String,
-    pub hub: Arc<Hub>,
-    pub status: Arc<Status>,
-    pub snapshots: Arc<Snapshots>,
-}
-
 /// Everything a request handler may look at.
 #[derive(Debug)]
 pub struct AppState {
     /// The cameras, at least one; the first is also served at the plain paths.
-    pub streams: Vec<StreamHandle>,
+    pub streams: Vec<Arc<Stream>>,
     /// The LAN password policy, if any (for `/metrics`).
     pub auth: Option<Arc<Auth>>,
     /// The tunnel listener's Cloudflare Access policy, if any (for `/metrics`).
@@ -269,12 +260,12 @@ fn with_type(body: Body, content_type: &'static str, cache: &'static str) -> Res
 
 /// `/api/snapshot.jpg`: the JPEG with its frame's capture time, never cached by anyone; `400`
 /// naming the allowed range for a bad option, `503` with the reason when the camera is down.
-async fn snapshot_response(stream: &StreamHandle, req: &Request<Incoming>) -> Response<Body> {
+async fn snapshot_response(stream: &Stream, req: &Request<Incoming>) -> Response<Body> {
     let opts = match snapshot::Options::parse(req.uri().query()) {
         Ok(o) => o,
         Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
     };
-    match stream.snapshots.take(opts).await {
+    match stream.snapshots().take(opts).await {
         Ok(j) => {
             let mut r = with_type(
                 Body::full(j.bytes),
@@ -413,14 +404,13 @@ fn ui_file(i: usize, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
-pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &AppState, req: &Request<Incoming>) -> Response<Body> {
     let head = req.method() == Method::HEAD;
-    let names: Vec<&str> = state.streams.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = state.streams.iter().map(|s| s.name()).collect();
     let Some((idx, path)) = split_stream(&names, req.uri().path()) else {
         return plain(StatusCode::NOT_FOUND, "no such stream (see /api/streams)");
     };
-    let all_hls = hls;
-    let (Some(stream), Some(hls)) = (state.streams.get(idx), hls.get(idx)) else {
+    let Some(stream) = state.streams.get(idx) else {
         return plain(StatusCode::NOT_FOUND, "no such stream (see /api/streams)");
     };
     let mut resp = match route(req.method(), path) {
@@ -430,7 +420,7 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
         },
         Route::StreamRedirect => {
             let mut r = plain(StatusCode::MOVED_PERMANENTLY, "moved");
-            let to = format!("/streams/{}/", stream.name);
+            let to = format!("/streams/{}/", stream.name());
             if let Ok(v) = header::HeaderValue::from_str(&to) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
@@ -442,10 +432,10 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
                 .streams
                 .iter()
                 .map(|s| {
-                    let snap = s.status.snapshot(s.hub.counters());
+                    let snap = s.snapshot();
                     serde_json::json!({
-                        "name": s.name,
-                        "path": format!("/streams/{}/", s.name),
+                        "name": s.name(),
+                        "path": format!("/streams/{}/", s.name()),
                         "source": snap.source.uri,
                         "state": snap.source.state,
                         "codec": snap.video.codec,
@@ -472,7 +462,7 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
             )
         }
         Route::Cmaf => {
-            let viewer = stream.hub.subscribe();
+            let viewer = stream.hub().subscribe();
             with_type(
                 Body::Cmaf(Box::new(CmafBody::new(viewer))),
                 "video/mp4",
@@ -482,8 +472,8 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
         Route::Snapshot => snapshot_response(stream, req).await,
         Route::Status => {
             let body = StatusBody {
-                stream: stream.status.snapshot(stream.hub.counters()),
-                snapshot: stream.snapshots.counters(),
+                stream: stream.snapshot(),
+                snapshot: stream.snapshots().counters(),
                 device: state.device.as_ref().map(|d| d.get()),
             };
             match serde_json::to_vec(&body) {
@@ -495,12 +485,11 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
             let per_stream: Vec<(&str, String)> = state
                 .streams
                 .iter()
-                .zip(all_hls)
-                .map(|(s, h)| {
-                    let mut t = s.status.snapshot(s.hub.counters()).to_prometheus();
-                    t.push_str(&h.prometheus());
-                    t.push_str(&s.snapshots.prometheus());
-                    (s.name.as_str(), t)
+                .map(|s| {
+                    let mut t = s.snapshot().to_prometheus();
+                    t.push_str(&s.hls().prometheus());
+                    t.push_str(&s.snapshots().prometheus());
+                    (s.name(), t)
                 })
                 .collect();
             let mut text = crate::serve::metrics::merge(&per_stream);
@@ -519,7 +508,7 @@ pub async fn handle(state: &AppState, hls: &[Arc<Hls>], req: &Request<Incoming>)
                 "no-store",
             )
         }
-        Route::Hls(res) => hls_response(hls.respond(res, req.uri().query()).await),
+        Route::Hls(res) => hls_response(stream.hls().respond(res, req.uri().query()).await),
         Route::NotFound => plain(StatusCode::NOT_FOUND, "not found"),
         Route::MethodNotAllowed(allowed) => {
             let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
@@ -613,22 +602,9 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
-    let hls: Arc<[Arc<Hls>]> = state
-        .streams
-        .iter()
-        .map(|s| {
-            let fragment_ms = s.status.snapshot(s.hub.counters()).fragment_ms;
-            Arc::new(Hls::new(
-                s.hub.clone(),
-                HlsConfig::new(fragment_ms.saturating_mul(90)),
-                shutdown.clone(),
-            ))
-        })
-        .collect();
     let mut loops = Vec::new();
     for listener in listeners {
         let state = state.clone();
-        let hls = hls.clone();
         let graceful = graceful.clone();
         let mut shutdown = shutdown.clone();
         loops.push(tokio::spawn(async move {
@@ -687,14 +663,12 @@ pub async fn serve(
                 let (stream, stall) = Progress::new(stream);
                 let secure = tls.is_some();
                 let state = state.clone();
-                let hls = hls.clone();
                 let policy = policy.clone();
                 let conn_slot = slot.clone();
                 let trusted = trusted_proxies.clone();
                 let names = names.clone();
                 let service = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
-                    let hls = hls.clone();
                     let policy = policy.clone();
                     let slot = conn_slot.clone();
                     let trusted = trusted.clone();
@@ -731,7 +705,7 @@ pub async fn serve(
                                 if policy::authenticated(&policy, req.uri().path()) {
                                     slot.authenticated();
                                 }
-                                handle(&state, &hls, &req).await
+                                handle(&state, &req).await
                             }
                             Admission::Answer(resp) => refusal(resp),
                         };

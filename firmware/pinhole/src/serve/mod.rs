@@ -6,6 +6,8 @@
 //!      ├─► ui: / (the embedded player)
 //!      ├─► metrics: /metrics (Prometheus text)
 //! pipeline's tap ─► snapshot: /api/snapshot.jpg (decoded only while asked)
+//!
+//! Each camera reaches it as a `stream::Stream`, which owns its hub, tap, snapshots and LL-HLS.
 //! ```
 
 pub mod hls;

@@ -20,7 +20,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use media::h264::AnnexBReader;
 use media::segmenter::Frame;
@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument as _;
 
 use super::clock::FrameClock;
-use super::{Delivery, FrameSink, SharedPipeline, SourceError};
+use super::{unix_now_us, Delivery, FrameSink, SharedPipeline, SourceError};
 use crate::status::Status;
 
 /// A command that writes nothing for this long is considered hung and restarted.
@@ -341,12 +341,6 @@ impl ExecSink {
     }
 }
 
-pub fn unix_now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
 /// The command's process group; killed when the run ends so no grandchild survives. It is
 /// disarmed once the leader is reaped, after which its id may belong to someone else.
 struct ProcessGroup(Option<i32>);
@@ -391,7 +385,7 @@ mod tests {
 
     fn setup() -> (SharedPipeline, Arc<Hub>, Arc<Status>) {
         let hub = Hub::new();
-        let status = Arc::new(Status::new("exec:test".into(), 100));
+        let status = Arc::new(Status::new("cam", "exec:test".into(), 100));
         let config = SegmenterConfig {
             fragment_duration_90k: 9_000,
             low_delay_vui: true,

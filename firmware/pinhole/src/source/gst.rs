@@ -70,9 +70,8 @@ mod imp {
     use super::{browser_profile, full_pipeline, APPSINK_CAPS, APPSINK_NAME};
     use crate::pipeline::FrameSink;
     use crate::source::clock::FrameClock;
-    use crate::source::exec::unix_now_us;
     use crate::source::v4l2::frames::H264Buffers;
-    use crate::source::{run_blocking, Delivery, SharedPipeline, SourceError};
+    use crate::source::{run_blocking, unix_now_us, Delivery, SharedPipeline, SourceError};
     use crate::status::Status;
 
     /// How long one pull waits before the stop flag and the bus are checked again.

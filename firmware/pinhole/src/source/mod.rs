@@ -15,12 +15,12 @@ pub mod testsrc;
 pub mod v4l2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::pipeline::{FrameSink, Pipeline};
+use crate::pipeline::{FrameSink, SharedPipeline};
 use crate::status::{SourceState, Status};
 
 /// A parsed source URI.
@@ -114,13 +114,18 @@ impl SourceSpec {
     }
 }
 
+/// The wall-clock time now, in µs since the Unix epoch: the capture time of a frame that
+/// carries none (an `exec:` pipe, an RTSP packet, a GStreamer buffer), stamped on arrival.
+pub fn unix_now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// Masks every credential in `text`: see [`crate::redact`], the one redaction.
 pub fn redact_credentials(text: &str) -> String {
     crate::redact::redact(text)
 }
-
-/// Shared handle to the pipeline that sources write into.
-pub type SharedPipeline = Arc<Mutex<Pipeline>>;
 
 /// Why a source run ended.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +205,11 @@ pub async fn supervise_with(
     mut global: watch::Receiver<bool>,
 ) {
     let frame_timeout = frame_timeout.unwrap_or_else(|| spec.default_frame_timeout());
+    // The pipeline's counters: the watchdog's "last frame" (read lock-free).
+    let counters = pipeline
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .counters();
     let mut backoff = Backoff::new();
     let mut last_error: Option<String> = None;
     let mut repeats = 0u64;
@@ -209,7 +219,7 @@ pub async fn supervise_with(
         }
         status.set_source_state(SourceState::Starting);
         let started = tokio::time::Instant::now();
-        let frames_before = status.frames_in();
+        let frames_before = counters.frames_in();
         let (stop_run, shutdown) = watch::channel(false);
         let run = async {
             match &spec {
@@ -239,9 +249,9 @@ pub async fn supervise_with(
         tokio::pin!(run);
         let result = loop {
             // The watchdog's deadline: the last frame of this run (or its start) + the timeout.
-            let last = status
+            let last = counters
                 .last_frame_at()
-                .filter(|_| status.frames_in() != frames_before)
+                .filter(|_| counters.frames_in() != frames_before)
                 .map_or(started, |t| tokio::time::Instant::from_std(t).max(started));
             let deadline = last + frame_timeout;
             tokio::select! {
@@ -255,9 +265,9 @@ pub async fn supervise_with(
                     break Err(SourceError::Stopped);
                 }
                 _ = tokio::time::sleep_until(deadline), if !frame_timeout.is_zero() => {
-                    let now_last = status
+                    let now_last = counters
                         .last_frame_at()
-                        .filter(|_| status.frames_in() != frames_before)
+                        .filter(|_| counters.frames_in() != frames_before)
                         .map(tokio::time::Instant::from_std);
                     if now_last.is_some_and(|t| t > last) {
                         continue; // frames came while we slept
@@ -290,7 +300,7 @@ pub async fn supervise_with(
         }
         // A run that delivered frames was healthy: the next attempt comes quickly, and its
         // failure is news.
-        if status.frames_in() != frames_before {
+        if counters.frames_in() != frames_before {
             backoff.reset();
             last_error = None;
         }

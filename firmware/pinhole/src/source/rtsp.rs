@@ -41,8 +41,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use url::Url;
 
-use super::exec::unix_now_us;
-use super::{Delivery, FrameSink as _, SharedPipeline, SourceError};
+use super::{unix_now_us, Delivery, FrameSink as _, SharedPipeline, SourceError};
 use crate::status::Status;
 
 /// How long `DESCRIBE`, `SETUP` and `PLAY` together may take before the run is given up.
@@ -655,7 +654,7 @@ mod tests {
 
     fn sink() -> (RtspSink, Arc<crate::hub::Hub>, SharedPipeline) {
         let hub = crate::hub::Hub::new();
-        let status = Arc::new(Status::new("rtsp://test".into(), 100));
+        let status = Arc::new(Status::new("cam", "rtsp://test".into(), 100));
         let config = media::segmenter::SegmenterConfig {
             fragment_duration_90k: 9_000,
             low_delay_vui: true,
@@ -723,7 +722,11 @@ mod tests {
             "no init: parameter sets were not put back"
         );
         // Every frame was muxed: none lost to the missing parameter sets or the step back.
-        let muxed = sink.out.status().snapshot(Default::default()).frames;
+        let muxed = sink
+            .out
+            .status()
+            .snapshot(Default::default(), Default::default())
+            .frames;
         assert_eq!(muxed, aus.len() as u64);
         assert_eq!(sink.timeline.backwards, 1);
     }

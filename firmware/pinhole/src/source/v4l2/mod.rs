@@ -222,7 +222,7 @@ mod tests {
         use crate::hub::Hub;
         use crate::pipeline::Pipeline;
         let hub = Hub::new();
-        let status = Arc::new(Status::new("v4l2:/dev/video99".into(), 100));
+        let status = Arc::new(Status::new("cam", "v4l2:/dev/video99".into(), 100));
         let config = media::segmenter::SegmenterConfig {
             fragment_duration_90k: 9_000,
             low_delay_vui: true,
