@@ -30,14 +30,15 @@ def run(cmd: list[str], timeout: float = 60.0, check: bool = True) -> subprocess
     return p
 
 
-def mmdebstrap_root(packages: list[str] | tuple[str, ...], marker: str) -> Path:
+def mmdebstrap_root(packages: list[str] | tuple[str, ...], marker: str, arch: str | None = None) -> Path:
     """A pristine `--variant=minbase` root of SUITE with `packages`, cached by package list.
     `marker` is a path inside the root that only a finished root has (a file of one of the
-    packages); a cached root without it is made again."""
+    packages); a cached root without it is made again. `arch` (e.g. arm64) makes a foreign
+    root, whose maintainer scripts run under qemu-user through binfmt (test_release.py)."""
     require_tool("mmdebstrap")
     packages = sorted(set(packages))
-    key = hashlib.sha256(" ".join([SUITE, MIRROR, *packages]).encode()).hexdigest()[:12]
-    root = CACHE / f"{SUITE}-{key}"
+    key = hashlib.sha256(" ".join([SUITE, MIRROR, *packages, *([arch] if arch else [])]).encode()).hexdigest()[:12]
+    root = CACHE / (f"{SUITE}-{key}" if arch is None else f"{SUITE}-{arch}-{key}")
     if (root / marker).exists():
         return root
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -46,6 +47,7 @@ def mmdebstrap_root(packages: list[str] | tuple[str, ...], marker: str) -> Path:
     t0 = time.time()
     p = subprocess.run(
         ["mmdebstrap", "--variant=minbase", f"--include={','.join(packages)}",
+         *([f"--architectures={arch}"] if arch else []),
          "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/locale/*",
          "--dpkgopt=path-exclude=/usr/share/doc/*", SUITE, str(tmp), MIRROR],
         capture_output=True, text=True, timeout=900)
