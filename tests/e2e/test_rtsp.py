@@ -183,6 +183,36 @@ def test_rtsp_credentials_from_the_config_are_used_and_never_shown(pinhole, rtsp
     assert st["state"] != "running" and "Unauthorized" in (st["last_error"] or ""), st
 
 
+def test_a_wrong_rtsp_password_is_reported_as_such_and_retried_slowly_unlike_a_reset(pinhole, rtsp_server):
+    """Issue 25: the real RTSP server refuses a wrong password (401 after digest): /api/status
+    says error_kind "credentials" and retries it after seconds (cameras lock an account out
+    after a few wrong tries), while a camera that went away (connection reset, then refused)
+    is "transient" and retried about every second, so it is back within 2 s of its return."""
+    locked = rtsp_server("--user", "viewer", "--password", "s3cret-pw")
+    bad = pinhole("rtsp://viewer:wrong-pw@127.0.0.1:%d/test" % locked.port)
+    gone = rtsp_server("--size", "320x240")
+    reset = pinhole(gone.url)
+    reset.wait_video(timeout=10)
+    gone.kill()
+    wait_for(lambda: bad.status()["source"]["restarts"] >= 1, 5, "the refused password", bad)
+    wait_for(lambda: reset.status()["source"]["restarts"] >= 1, 5, "the reset", reset)
+    st = bad.status()["source"]
+    assert st["error_kind"] == "credentials", st
+    assert "Unauthorized" in (st["last_error"] or ""), st
+    assert st["retry_after_s"] >= 5, st
+    window = 8.0
+    bad0, reset0 = st["restarts"], reset.status()["source"]["restarts"]
+    time.sleep(window)
+    bad_n = bad.status()["source"]["restarts"] - bad0
+    rs = reset.status()["source"]
+    reset_n = rs["restarts"] - reset0
+    # Refused credentials: 5 s, then 10 s: at most two tries in 8 s. A reset: 1 s at most.
+    assert bad_n <= 2, f"{bad_n} retries of a refused password in {window} s"
+    assert reset_n >= 4, f"only {reset_n} retries of a camera that went away in {window} s; {rs}"
+    assert rs["error_kind"] == "transient" and rs["retry_after_s"] <= 1.0, rs
+    assert bad.status()["source"]["error_kind"] == "credentials"
+
+
 def make_cert(tmp_path: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (openssl): (cert+key for the server, cert alone)."""
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"

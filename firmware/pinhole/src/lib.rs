@@ -31,6 +31,7 @@ pub const USER_AGENT: &str = concat!("pinhole/", env!("PINHOLE_VERSION"));
 pub mod appliance;
 pub mod cli;
 pub mod config;
+pub mod error;
 pub mod gate;
 pub mod hub;
 pub mod pipeline;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::error::ErrorKind;
 use crate::hub::HubCounters;
 
 /// How much recent video the fps and bitrate figures average over (90 kHz units).
@@ -45,6 +46,9 @@ pub struct FrameCounts {
 struct Inner {
     state: SourceState,
     last_error: Option<String>,
+    /// What kind of failure stopped the source last, and the wait before its next run.
+    error_kind: Option<ErrorKind>,
+    retry_after: Option<Duration>,
     restarts: u64,
     watchdog_restarts: u64,
     codec: Option<String>,
@@ -77,6 +81,11 @@ pub struct SourceSnapshot {
     pub uri: String,
     pub state: SourceState,
     pub last_error: Option<String>,
+    /// The kind of the failure that stopped the source last (`credentials`: the camera refused
+    /// the user name or password), while `last_error` is shown.
+    pub error_kind: Option<ErrorKind>,
+    /// The wait chosen after that failure before the next try (seconds).
+    pub retry_after_s: Option<f64>,
     pub restarts: u64,
     /// Restarts because the source delivered no frames for its timeout (also in `restarts`).
     pub watchdog_restarts: u64,
@@ -106,6 +115,8 @@ impl Status {
             inner: Mutex::new(Inner {
                 state: SourceState::Starting,
                 last_error: None,
+                error_kind: None,
+                retry_after: None,
                 restarts: 0,
                 watchdog_restarts: 0,
                 codec: None,
@@ -136,6 +147,8 @@ impl Status {
             // Once the source delivers frames, its last error is history.
             if state == SourceState::Running && i.state != SourceState::Running {
                 i.last_error = None;
+                i.error_kind = None;
+                i.retry_after = None;
             }
             i.state = state;
         });
@@ -149,11 +162,13 @@ impl Status {
 
     /// The error is redacted ([`crate::redact`]) on its way in: it reaches `/api/status`,
     /// `/metrics` and the snapshot's `503`, which viewers can read.
-    pub fn source_failed(&self, error: String) {
+    pub fn source_failed(&self, kind: ErrorKind, error: String, retry_after: Duration) {
         let error = crate::redact::redact(&error);
         self.with(|i| {
             i.state = SourceState::Restarting;
             i.last_error = Some(error);
+            i.error_kind = Some(kind);
+            i.retry_after = Some(retry_after);
             i.restarts += 1;
             i.window.clear();
         });
@@ -162,7 +177,11 @@ impl Status {
     /// Records a problem that does not stop the source (a corrupt NAL unit, say).
     pub fn note_source_error(&self, error: String) {
         let error = crate::redact::redact(&error);
-        self.with(|i| i.last_error = Some(error));
+        self.with(|i| {
+            i.last_error = Some(error);
+            i.error_kind = None;
+            i.retry_after = None;
+        });
     }
 
     pub fn set_video(&self, codec: &str, width: u32, height: u32) {
@@ -197,6 +216,8 @@ impl Status {
                 uri: self.source_uri.clone(),
                 state: SourceState::Restarting,
                 last_error: Some("status lock poisoned".into()),
+                error_kind: None,
+                retry_after_s: None,
                 restarts: 0,
                 watchdog_restarts: 0,
                 frames_received: path.frames_in,
@@ -236,6 +257,10 @@ impl Status {
                     uri: self.source_uri.clone(),
                     state: i.state,
                     last_error: i.last_error.clone(),
+                    error_kind: i.error_kind,
+                    retry_after_s: i
+                        .retry_after
+                        .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
                     restarts: i.restarts,
                     watchdog_restarts: i.watchdog_restarts,
                     frames_received: path.frames_in,
@@ -453,11 +478,17 @@ mod tests {
     #[test]
     fn a_failure_is_shown_until_the_source_runs_again() {
         let s = Status::new("cam", "exec:x".into(), 100);
-        s.source_failed("exec: command ended".into());
+        s.source_failed(
+            ErrorKind::Transient,
+            "exec: command ended".into(),
+            Duration::from_millis(250),
+        );
         let snap = s.snapshot(HubCounters::default(), FrameCounts::default());
         assert_eq!(snap.source.state, SourceState::Restarting);
         assert_eq!(snap.source.restarts, 1);
         assert!(snap.source.last_error.is_some());
+        assert_eq!(snap.source.error_kind, Some(ErrorKind::Transient));
+        assert_eq!(snap.source.retry_after_s, Some(0.25));
         s.set_source_state(SourceState::Running);
         assert!(s
             .snapshot(HubCounters::default(), FrameCounts::default())

@@ -67,7 +67,7 @@ async fn run_with_stall_timeout(
         .stderr(Stdio::piped())
         .process_group(0)
         .spawn()
-        .map_err(|e| SourceError::Failed(format!("exec: cannot start /bin/sh: {e}")))?;
+        .map_err(|e| SourceError::transient(format!("exec: cannot start /bin/sh: {e}")))?;
     let pid = child.id();
     let group = ProcessGroup::new(pid);
     tracing::info!(source = "exec", pid, command = %super::redact_credentials(cmd), "started");
@@ -81,7 +81,7 @@ async fn run_with_stall_timeout(
     let Some(stdout) = child.stdout.take() else {
         group.kill();
         reap(&mut child).await;
-        return Err(SourceError::Failed("exec: no stdout pipe".into()));
+        return Err(SourceError::transient("exec: no stdout pipe"));
     };
 
     let started = Instant::now();
@@ -108,7 +108,7 @@ async fn run_with_stall_timeout(
     if let Err(e) = spawned {
         group.kill();
         reap(&mut child).await;
-        return Err(SourceError::Failed(format!(
+        return Err(SourceError::transient(format!(
             "exec: cannot start the reader thread: {e}"
         )));
     }
@@ -164,8 +164,8 @@ async fn run_with_stall_timeout(
         }
     }
     match outcome {
-        Ended::Stopped => Err(SourceError::Stopped),
-        Ended::Stalled => Err(SourceError::Failed(format!(
+        Ended::Stopped => Err(SourceError::stopped()),
+        Ended::Stalled => Err(SourceError::transient(format!(
             "exec: no data for {} s; restarting the command",
             stall_timeout.as_secs()
         ))),
@@ -177,10 +177,10 @@ async fn run_with_stall_timeout(
                 if !last.is_empty() {
                     msg.push_str(&format!("; last stderr: {last}"));
                 }
-                Err(SourceError::Failed(msg))
+                Err(SourceError::transient(msg))
             }
-            Some(Err(e)) => Err(SourceError::Failed(format!("exec: reading stdout: {e}"))),
-            None => Err(SourceError::Failed("exec: the reader thread failed".into())),
+            Some(Err(e)) => Err(SourceError::transient(format!("exec: reading stdout: {e}"))),
+            None => Err(SourceError::transient("exec: the reader thread failed")),
         },
     }
 }
@@ -455,6 +455,6 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(res, Err(SourceError::Stopped)), "{res:?}");
+        assert!(matches!(res, Err(ref e) if e.is_stopped()), "{res:?}");
     }
 }

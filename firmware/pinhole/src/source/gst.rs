@@ -260,7 +260,7 @@ pub async fn run(
     _status: std::sync::Arc<crate::status::Status>,
     _shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), super::SourceError> {
-    Err(super::SourceError::Failed(NOT_BUILT.into()))
+    Err(super::SourceError::configuration(NOT_BUILT))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::error::ErrorKind;
 use crate::pipeline::{FrameSink, SharedPipeline};
 use crate::status::{SourceState, Status};
 
@@ -127,22 +128,72 @@ pub fn redact_credentials(text: &str) -> String {
     crate::redact::redact(text)
 }
 
-/// Why a source run ended.
+/// Why a source run ended: its kind (which decides the backoff and what `/api/status` says)
+/// and its cause, one line for the log and status.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("{0}")]
-    Failed(String),
-    #[error("stopped")]
-    Stopped,
+#[error("{cause}")]
+pub struct SourceError {
+    kind: ErrorKind,
+    cause: String,
 }
 
-/// Capped exponential backoff: 250 ms, 500 ms, 1 s, 1 s, …; reset after a healthy run.
+impl SourceError {
+    pub fn new(kind: ErrorKind, cause: impl Into<String>) -> SourceError {
+        SourceError {
+            kind,
+            cause: cause.into(),
+        }
+    }
+
+    /// May work on the next try (a reset connection, a command that exited, a stall).
+    pub fn transient(cause: impl Into<String>) -> SourceError {
+        Self::new(ErrorKind::Transient, cause)
+    }
+
+    /// The camera refused the credentials.
+    pub fn credentials(cause: impl Into<String>) -> SourceError {
+        Self::new(ErrorKind::Credentials, cause)
+    }
+
+    /// The configuration cannot work as written.
+    pub fn configuration(cause: impl Into<String>) -> SourceError {
+        Self::new(ErrorKind::Configuration, cause)
+    }
+
+    /// The camera offers nothing pinhole can stream.
+    pub fn unsupported(cause: impl Into<String>) -> SourceError {
+        Self::new(ErrorKind::Unsupported, cause)
+    }
+
+    /// Shutdown (or the watchdog) asked the run to stop.
+    pub fn stopped() -> SourceError {
+        Self::new(ErrorKind::Stopped, "stopped")
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.kind == ErrorKind::Stopped
+    }
+}
+
+/// Capped exponential backoff: 250 ms, 500 ms, 1 s, 1 s, …; reset after a healthy run. After
+/// a failure that will not go away by itself (refused credentials, a configuration or camera
+/// pinhole cannot use) it waits [`Backoff::SLOW_FIRST`] doubling to [`Backoff::SLOW_CAP`]
+/// instead: a camera that locks an account after a few wrong passwords is not hammered.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
+    slow: Duration,
 }
 
 impl Backoff {
+    /// The first wait after a failure that is not transient, and its cap.
+    pub const SLOW_FIRST: Duration = Duration::from_secs(5);
+    pub const SLOW_CAP: Duration = Duration::from_secs(60);
+
     pub const FIRST: Duration = Duration::from_millis(250);
     /// The cap is short so a camera that returns is back on screen quickly: at most this long
     /// after its return, plus the session setup (the target is 2 s).
@@ -151,12 +202,32 @@ impl Backoff {
     pub const HEALTHY: Duration = Duration::from_secs(10);
 
     pub fn new() -> Backoff {
-        Backoff { next: Self::FIRST }
+        Backoff {
+            next: Self::FIRST,
+            slow: Self::SLOW_FIRST,
+        }
     }
 
     /// Starts again from [`Self::FIRST`] (after a run that delivered frames).
     pub fn reset(&mut self) {
         self.next = Self::FIRST;
+        self.slow = Self::SLOW_FIRST;
+    }
+
+    /// The wait before the next run, after a run of `ran_for` that ended in `kind`.
+    pub fn after(&mut self, kind: ErrorKind, ran_for: Duration) -> Duration {
+        match kind {
+            ErrorKind::Transient | ErrorKind::Stopped => {
+                self.slow = Self::SLOW_FIRST;
+                self.next_delay(ran_for)
+            }
+            _ => {
+                self.next = Self::FIRST;
+                let d = self.slow;
+                self.slow = (self.slow * 2).min(Self::SLOW_CAP);
+                d
+            }
+        }
     }
 
     pub fn next_delay(&mut self, ran_for: Duration) -> Duration {
@@ -262,7 +333,7 @@ pub async fn supervise_with(
                     }
                     let _ = stop_run.send(true);
                     let _ = tokio::time::timeout(STOP_GRACE, &mut run).await;
-                    break Err(SourceError::Stopped);
+                    break Err(SourceError::stopped());
                 }
                 _ = tokio::time::sleep_until(deadline), if !frame_timeout.is_zero() => {
                     let now_last = counters
@@ -277,7 +348,7 @@ pub async fn supervise_with(
                         tracing::error!(source = spec.kind(), "the stalled source did not stop within {} s; starting a new run anyway", STOP_GRACE.as_secs());
                     }
                     status.watchdog_fired();
-                    break Err(SourceError::Failed(format!(
+                    break Err(SourceError::transient(format!(
                         "{}: no frames for {:.1} s; restarted by the watchdog",
                         spec.kind(),
                         frame_timeout.as_secs_f64()
@@ -290,10 +361,10 @@ pub async fn supervise_with(
             p.end_of_run();
         }
         // Whatever a source says about its failure may repeat its URL or command line.
-        let err = match result {
-            Err(SourceError::Stopped) => break,
-            Ok(()) => "source ended".to_string(),
-            Err(SourceError::Failed(e)) => redact_credentials(&e),
+        let (kind, err) = match result {
+            Err(e) if e.is_stopped() => break,
+            Ok(()) => (ErrorKind::Transient, "source ended".to_string()),
+            Err(e) => (e.kind(), redact_credentials(&e.to_string())),
         };
         if *global.borrow() {
             break;
@@ -304,7 +375,7 @@ pub async fn supervise_with(
             backoff.reset();
             last_error = None;
         }
-        let delay = backoff.next_delay(started.elapsed());
+        let delay = backoff.after(kind, started.elapsed());
         // One line per problem: the same error again (a camera that stays away) is logged at the
         // 1st, 10th, 100th, … repeat, not once a second.
         if last_error.as_deref() == Some(err.as_str()) {
@@ -315,13 +386,13 @@ pub async fn supervise_with(
         }
         let retry_in_ms = delay.as_millis() as u64;
         if repeats == 0 {
-            tracing::warn!(source = spec.kind(), error = %err, retry_in_ms, "source stopped; restarting");
+            tracing::warn!(source = spec.kind(), error = %err, kind = %kind, retry_in_ms, "source stopped; restarting");
         } else if is_power_of_ten(repeats + 1) {
-            tracing::warn!(source = spec.kind(), error = %err, times = repeats + 1, retry_in_ms, "source still failing; restarting");
+            tracing::warn!(source = spec.kind(), error = %err, kind = %kind, times = repeats + 1, retry_in_ms, "source still failing; restarting");
         } else {
-            tracing::debug!(source = spec.kind(), error = %err, times = repeats + 1, retry_in_ms, "source stopped again; restarting");
+            tracing::debug!(source = spec.kind(), error = %err, kind = %kind, times = repeats + 1, retry_in_ms, "source stopped again; restarting");
         }
-        status.source_failed(err);
+        status.source_failed(kind, err, delay);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = global.changed() => break,
@@ -412,13 +483,15 @@ where
         _ = shutdown.changed() => {
             stop.store(true, Ordering::Relaxed);
             let _ = task.await;
-            return Err(SourceError::Stopped);
+            return Err(SourceError::stopped());
         }
     };
     match res {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(SourceError::Failed(format!("{kind}: {e}"))),
-        Err(e) => Err(SourceError::Failed(format!("{kind}: thread failed: {e}"))),
+        Ok(Err(e)) => Err(SourceError::transient(format!("{kind}: {e}"))),
+        Err(e) => Err(SourceError::transient(format!(
+            "{kind}: thread failed: {e}"
+        ))),
     }
 }
 
@@ -433,6 +506,25 @@ mod tests {
         let seq: Vec<u128> = (0..6).map(|_| b.next_delay(short).as_millis()).collect();
         assert_eq!(seq, vec![250, 500, 1000, 1000, 1000, 1000]);
         assert_eq!(b.next_delay(Duration::from_secs(11)).as_millis(), 250);
+    }
+
+    #[test]
+    fn refused_credentials_back_off_slowly_and_a_reset_quickly() {
+        // Why: a wrong camera password was retried every second, like a reset connection, and
+        // cameras lock an account out after a few wrong tries.
+        let mut b = Backoff::new();
+        let short = Duration::from_millis(10);
+        let slow: Vec<u64> = (0..6)
+            .map(|_| b.after(ErrorKind::Credentials, short).as_secs())
+            .collect();
+        assert_eq!(slow, vec![5, 10, 20, 40, 60, 60]);
+        let quick: Vec<u128> = (0..3)
+            .map(|_| b.after(ErrorKind::Transient, short).as_millis())
+            .collect();
+        assert_eq!(quick, vec![250, 500, 1000]);
+        assert_eq!(b.after(ErrorKind::Configuration, short).as_secs(), 5);
+        b.reset();
+        assert_eq!(b.after(ErrorKind::Unsupported, short).as_secs(), 5);
     }
 
     #[test]

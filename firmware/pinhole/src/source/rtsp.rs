@@ -42,6 +42,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::{unix_now_us, Delivery, FrameSink as _, SharedPipeline, SourceError};
+use crate::error::ErrorKind;
 use crate::status::Status;
 
 /// How long `DESCRIBE`, `SETUP` and `PLAY` together may take before the run is given up.
@@ -305,7 +306,7 @@ pub async fn run(
 ) -> Result<(), SourceError> {
     tokio::select! {
         r = session(spec, pipeline, status) => r,
-        _ = shutdown.changed() => Err(SourceError::Stopped),
+        _ = shutdown.changed() => Err(SourceError::stopped()),
     }
 }
 
@@ -316,27 +317,32 @@ async fn session(
 ) -> Result<(), SourceError> {
     // retina's errors end in a context paragraph (connection, time, packet position): logged
     // at debug level, left out of the one-line error so the same problem reads the same.
-    let fail = |what: &str, e: &dyn fmt::Display| {
+    // A `401 Unauthorized` (after retina tried the credentials it was given, or with none) is
+    // a refused password: retried slowly. Everything else may pass on the next try.
+    let fail = |what: &str, e: &retina::Error| {
+        let kind = match e.status_code() {
+            Some(401) => ErrorKind::Credentials,
+            _ => ErrorKind::Transient,
+        };
         let text = super::redact_credentials(&e.to_string());
         let (head, context) = text.split_once("\n\n").unwrap_or((&text, ""));
         if !context.is_empty() {
             tracing::debug!(source = "rtsp", context = %one_line(context), "{what} failed");
         }
-        SourceError::Failed(format!(
-            "rtsp: {what} {}: {}",
-            spec.host_port(),
-            one_line(head)
-        ))
+        SourceError::new(
+            kind,
+            format!("rtsp: {what} {}: {}", spec.host_port(), one_line(head)),
+        )
     };
     let setup =
         async {
             // rtsps: TLS is done by a loopback bridge, connected before retina starts.
             let bridge = if spec.is_tls() {
                 let tls = super::rtsps::client_config(spec.tls_ca.as_deref(), spec.tls_insecure)
-                    .map_err(|e| SourceError::Failed(format!("rtsps: {e}")))?;
+                    .map_err(|e| SourceError::transient(format!("rtsps: {e}")))?;
                 let b = super::rtsps::bridge(&spec.url, tls)
                     .await
-                    .map_err(|e| SourceError::Failed(format!("rtsps: {e}")))?;
+                    .map_err(|e| SourceError::transient(format!("rtsps: {e}")))?;
                 Some(b)
             } else {
                 None
@@ -366,7 +372,7 @@ async fn session(
                     .iter()
                     .map(|s| format!("{}/{}", s.media(), s.encoding_name()))
                     .collect();
-                return Err(SourceError::Failed(format!(
+                return Err(SourceError::unsupported(format!(
                 "rtsp: {} offers no H.264 video stream (offered: {}); pinhole streams H.264 only",
                 spec.host_port(),
                 if offered.is_empty() {
@@ -401,7 +407,7 @@ async fn session(
     let (mut demuxed, video, clock_rate, _bridge) = tokio::time::timeout(SETUP_TIMEOUT, setup)
         .await
         .map_err(|_| {
-            SourceError::Failed(format!(
+            SourceError::transient(format!(
                 "rtsp: {} did not answer DESCRIBE/SETUP/PLAY within {} s",
                 spec.host_port(),
                 SETUP_TIMEOUT.as_secs()
@@ -437,7 +443,7 @@ async fn session(
         let ts = frame.timestamp().timestamp();
         sink.accept(ts, loss, frame.into_data(), params);
     }
-    Err(SourceError::Failed(format!(
+    Err(SourceError::transient(format!(
         "rtsp: {} closed the connection",
         spec.host_port()
     )))
