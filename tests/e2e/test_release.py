@@ -42,6 +42,7 @@ from test_packages import import_tar, podman  # noqa: F401  (podman is a fixture
 from test_systemd import rootfs
 
 VERSION = "9.8.7-rc.1"  # a pre-release: the .deb turns its '-' into '~'
+EPOCH = "1765150000"  # SOURCE_DATE_EPOCH: the workflow sets the tag's commit time
 DEB_VERSION = "9.8.7~rc.1"
 BOARDS = ["raspberrypi4-64", "raspberrypi5", "jetson-orin-nano-devkit"]
 WORKFLOW = REPO / ".github" / "workflows" / "release.yml"
@@ -354,12 +355,13 @@ def debs(tmp_path_factory, stamped) -> dict[str, Path]:
     built = {}
     for arch in ("amd64", "arm64"):
         p = run([REPO / "packaging" / "deb" / "build", "--arch", arch, "--binary", stamped[arch],
-                 "--version", DEB_VERSION, "--compress", "gzip", "--out", out])
+                 "--version", DEB_VERSION, "--compress", "gzip", "--out", out],
+                env=dict(os.environ, SOURCE_DATE_EPOCH=EPOCH))
         built[arch] = Path(p.stdout.strip().splitlines()[-1])
     return built
 
 
-def test_the_debs_carry_the_tag_s_version_and_a_binary_that_says_it(debs, tmp_path):
+def test_the_debs_carry_the_tag_s_version_and_a_binary_that_says_it(debs, stamped, tmp_path):
     for arch, deb in debs.items():
         assert deb.name == f"pinhole_{DEB_VERSION}-1_{arch}.deb"
         assert run(["dpkg-deb", "-f", deb, "Version"]).stdout.strip() == f"{DEB_VERSION}-1"
@@ -367,6 +369,12 @@ def test_the_debs_carry_the_tag_s_version_and_a_binary_that_says_it(debs, tmp_pa
         binary = tmp_path / arch / "usr/bin/pinhole"
         cmd = [binary, "--version"] if arch == "amd64" else ["qemu-aarch64-static", binary, "--version"]
         assert run(cmd).stdout.strip() == f"pinhole {VERSION}", arch
+    # With SOURCE_DATE_EPOCH, the same binary gives the same package, byte for byte.
+    again = run([REPO / "packaging" / "deb" / "build", "--arch", "amd64", "--binary", stamped["amd64"],
+                 "--version", DEB_VERSION, "--compress", "gzip", "--out", tmp_path / "again"],
+                env=dict(os.environ, SOURCE_DATE_EPOCH=EPOCH))
+    assert Path(again.stdout.strip().splitlines()[-1]).read_bytes() == debs["amd64"].read_bytes(), \
+        "two builds of the amd64 package from one binary differ"
     # apt orders the pre-release before the release it leads to.
     assert run(["dpkg", "--compare-versions", f"{DEB_VERSION}-1", "lt", "9.8.7-1"], check=False).returncode == 0
 
@@ -423,7 +431,7 @@ def container(podman, bases, registry, debs, tmp_path_factory) -> Path:  # noqa:
     p = run([RELEASE / "build-container", "--version", VERSION, "--image", image,
              "--deb", f"amd64={debs['amd64']}", "--deb", f"arm64={debs['arm64']}",
              "--base", f"amd64={bases['amd64']}", "--base", f"arm64={bases['arm64']}", "--runtime-packages", "",
-             "--push", "--tls-verify", "false", "--out", out], env=podman.env, timeout=900)
+             "--push", "--tls-verify", "false", "--out", out], env=dict(podman.env, SOURCE_DATE_EPOCH=EPOCH), timeout=900)
     print(p.stdout.strip())
     print(f"release/build-container: {time.time() - t0:.0f} s")
     yield out / f"pinhole-container-{VERSION}.txt"
@@ -456,6 +464,7 @@ def test_the_container_is_pushed_for_both_architectures_and_runs_the_tag_s_versi
         inspect = json.loads(podman("image", "inspect", ref).stdout)[0]
         assert inspect["Architecture"] == arch and inspect["Labels"]["org.opencontainers.image.version"] == VERSION
         assert inspect["Config"]["User"] == "10001:10001"
+        assert inspect["Created"].startswith("2025-12-07T23:26:40"), inspect["Created"]  # EPOCH
         assert inspect.get("Healthcheck", {}).get("Test") == ["CMD", "/usr/bin/pinhole-healthcheck"], "the health check was lost (OCI format?)"
         podman("rmi", "-f", ref, check=False)
     print(f"{repo}:{VERSION}@{digest}: {platforms}")
