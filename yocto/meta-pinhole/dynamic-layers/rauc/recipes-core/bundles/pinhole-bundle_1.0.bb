@@ -22,7 +22,8 @@ COMPATIBLE_MACHINE = "^rpi$"
 # nooelint: oelint.vars.mispell.unknown
 RAUC_BUNDLE_COMPATIBLE = "pinhole-${MACHINE}"
 # The device reports its version from os-release (IMAGE_VERSION, else VERSION_ID = DISTRO_VERSION);
-# pinhole-ota calls a bundle of the running version "up to date". Bump DISTRO_VERSION per release.
+# pinhole-ota calls a bundle of the running version "up to date". DISTRO_VERSION is PINHOLE_VERSION:
+# a release build's is the tag's (kas/release.yml, release/README.md).
 # meta-rauc (bundle.bbclass)
 # nooelint: oelint.vars.mispell.unknown
 RAUC_BUNDLE_VERSION = "${DISTRO_VERSION}"
