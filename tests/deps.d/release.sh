@@ -13,3 +13,17 @@ if wants e2e; then
     deb_installed "$deb" || pkgs+=("$deb")
   done
 fi
+
+# The arm64 image's RUN step and its base root (mmdebstrap --architectures=arm64) run arm64
+# programs through binfmt_misc and qemu-user. Debian registers qemu-aarch64 through systemd-binfmt
+# (/usr/lib/binfmt.d), which does not run on a machine without systemd: register it from that
+# file, as systemd-binfmt would (F: the interpreter is opened now, so it works inside containers).
+deps_after_release() {
+  wants e2e || return 0
+  local reg=/proc/sys/fs/binfmt_misc
+  [[ -e "$reg/qemu-aarch64" ]] && return 0
+  [[ $(id -u) == 0 ]] || { echo "tests/run: qemu-aarch64 is not registered with binfmt_misc (run as root)" >&2; return 1; }
+  [[ -e "$reg/register" ]] || mount -t binfmt_misc binfmt_misc "$reg"
+  note "    binfmt_misc: registering qemu-aarch64 from /usr/lib/binfmt.d/qemu-aarch64.conf"
+  grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf >"$reg/register"
+}

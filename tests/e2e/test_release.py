@@ -410,6 +410,9 @@ def registry(tmp_path_factory):
 def bases(podman) -> dict[str, str]:  # noqa: F811
     """Local base images for both architectures: the amd64 one test_packages makes (from
     test_systemd's root), an arm64 one from a minimal arm64 Debian root (made under qemu-user)."""
+    binfmt = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+    assert binfmt.exists() and "enabled" in binfmt.read_text(), \
+        "qemu-aarch64 is not registered with binfmt_misc: tests/run's deps step registers it (tests/deps.d/release.sh)"
     out = {}
     for arch, root in (("amd64", rootfs()),
                        ("arm64", mmdebstrap_root(["passwd"], marker="usr/sbin/useradd", arch="arm64"))):
