@@ -141,6 +141,7 @@ def test_the_kas_release_file_passes_the_version_commit_and_keys_from_the_enviro
     assert set(rel["env"]) == {"PINHOLE_VERSION", "PINHOLE_SRCREV", "PINHOLE_RAUC_KEY_DIR"}, rel["env"]
     conf = rel["local_conf_header"]["release"]
     assert 'SRCREV:pn-pinhole = "${PINHOLE_SRCREV}"' in conf and "nobranch=1" in conf, conf
+    assert 'BUILD_ID:pn-os-release = "${PINHOLE_SRCREV}"' in conf, conf
     distro = (REPO / "yocto/meta-pinhole/conf/distro/pinhole-os.conf").read_text()
     assert 'DISTRO_VERSION = "${PINHOLE_VERSION}"' in distro
     default = re.search(r'^PINHOLE_VERSION \?\?= "(.*)"$', distro, re.M).group(1)
