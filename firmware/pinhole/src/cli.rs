@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{parse_source_timeout, Flags, ListenAddr};
+use crate::config::{parse_fragment_ms, parse_source_timeout, Flags, ListenAddr};
 
 pub(crate) const AFTER_HELP: &str = "\
 SOURCES (--source URI):
@@ -143,7 +143,7 @@ pub struct Cli {
     pub source_timeout_ms: Option<u32>,
 
     /// Duration of each CMAF fragment in milliseconds, 100..=300. Default 100.
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(100..=300))]
+    #[arg(long, value_name = "MS", value_parser = parse_fragment_ms)]
     pub fragment_ms: Option<u32>,
 
     /// Log filter, e.g. "info" or "pinhole=debug". Default: $RUST_LOG, else "info".

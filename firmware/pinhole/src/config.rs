@@ -327,39 +327,22 @@ impl Config {
             }
         }
 
-        let fragment_ms = match (cli.fragment_ms, file.fragment_ms) {
-            (Some(ms), _) => ms,
-            (None, Some(ms)) if FRAGMENT_MS_RANGE.contains(&ms) => ms,
-            (None, Some(ms)) => {
-                return Err(ConfigError(format!(
-                    "{} = {ms}: allowed {}..={} (milliseconds)",
-                    origin("fragment_ms"),
-                    FRAGMENT_MS_RANGE.start(),
-                    FRAGMENT_MS_RANGE.end()
-                )))
-            }
-            (None, None) => DEFAULT_FRAGMENT_MS,
-        };
-
-        let source_timeout_ms = match (cli.source_timeout_ms, file.source_timeout_ms) {
-            (Some(ms), _) => Some(ms),
-            (None, Some(ms)) => Some(parse_source_timeout(&ms.to_string()).map_err(|e| {
-                ConfigError(format!("{} = {ms}: {e}", origin("source_timeout_ms")))
-            })?),
-            (None, None) => None,
-        };
-        let to_duration = |ms: Option<u32>| ms.map(|ms| Duration::from_millis(u64::from(ms)));
-        let rtsp_settings = |source: &mut SourceSpec| -> Result<(), ConfigError> {
-            if let (SourceSpec::Rtsp(r), Some(settings)) = (source, &file.rtsp) {
-                r.apply_settings(settings).map_err(|e| {
-                    let where_ = cli
-                        .config
-                        .as_ref()
-                        .map_or(String::new(), |p| format!("{}: ", p.display()));
-                    ConfigError(format!("{where_}{e}"))
-                })?;
-            }
-            Ok(())
+        // One resolver for every camera: flags over this level of the file over the level
+        // below (the defaults under the top level, the top level under a [[stream]] table).
+        let top = StreamSettings::DEFAULT.under(
+            cli,
+            &Level {
+                fragment_ms: file.fragment_ms,
+                source_timeout_ms: file.source_timeout_ms,
+                key: &origin,
+            },
+        )?;
+        let rtsp_where = cli
+            .config
+            .as_ref()
+            .map_or(String::new(), |p| format!("{}: ", p.display()));
+        let camera = |name: String, uri: &str, key: String, settings: StreamSettings| {
+            stream_config(name, uri, &key, settings, file.rtsp.as_ref(), &rtsp_where)
         };
 
         let streams = match file.stream {
@@ -370,15 +353,7 @@ impl Config {
                     (None, Some(s)) => (s.as_str(), origin("source")),
                     (None, None) => (DEFAULT_SOURCE, "source".to_string()),
                 };
-                let mut source =
-                    SourceSpec::parse(uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
-                rtsp_settings(&mut source)?;
-                vec![StreamConfig {
-                    name: DEFAULT_STREAM_NAME.to_string(),
-                    source,
-                    source_timeout: to_duration(source_timeout_ms),
-                    fragment_ms,
-                }]
+                vec![camera(DEFAULT_STREAM_NAME.to_string(), uri, key, top)?]
             }
             Some(tables) => {
                 if file.source.is_some() {
@@ -411,37 +386,15 @@ impl Config {
                         (Some(s), 0) => (s.clone(), "--source".to_string()),
                         _ => (t.source.clone(), at("source")),
                     };
-                    let mut source =
-                        SourceSpec::parse(&uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
-                    rtsp_settings(&mut source)?;
-                    let fragment_ms = match (cli.fragment_ms, t.fragment_ms) {
-                        (Some(ms), _) => ms,
-                        (None, Some(ms)) if FRAGMENT_MS_RANGE.contains(&ms) => ms,
-                        (None, Some(ms)) => {
-                            return Err(ConfigError(format!(
-                                "{} = {ms}: allowed {}..={} (milliseconds)",
-                                at("fragment_ms"),
-                                FRAGMENT_MS_RANGE.start(),
-                                FRAGMENT_MS_RANGE.end()
-                            )))
-                        }
-                        (None, None) => fragment_ms,
-                    };
-                    let timeout_ms = match (cli.source_timeout_ms, t.source_timeout_ms) {
-                        (Some(ms), _) => Some(ms),
-                        (None, Some(ms)) => {
-                            Some(parse_source_timeout(&ms.to_string()).map_err(|e| {
-                                ConfigError(format!("{} = {ms}: {e}", at("source_timeout_ms")))
-                            })?)
-                        }
-                        (None, None) => source_timeout_ms,
-                    };
-                    out.push(StreamConfig {
-                        name: t.name,
-                        source,
-                        source_timeout: to_duration(timeout_ms),
-                        fragment_ms,
-                    });
+                    let settings = top.under(
+                        cli,
+                        &Level {
+                            fragment_ms: t.fragment_ms,
+                            source_timeout_ms: t.source_timeout_ms,
+                            key: &at,
+                        },
+                    )?;
+                    out.push(camera(t.name, &uri, key, settings)?);
                 }
                 out
             }
@@ -459,6 +412,100 @@ impl Config {
             cors_origins,
         })
     }
+}
+
+/// What one level of the file gives a camera: the top level, or one `[[stream]]` table.
+struct Level<'a> {
+    fragment_ms: Option<u32>,
+    source_timeout_ms: Option<u32>,
+    /// The key's full name for an error (file, table, key).
+    key: &'a dyn Fn(&str) -> String,
+}
+
+/// A camera's settings, resolved down to some level of the file.
+#[derive(Debug, Clone, Copy)]
+struct StreamSettings {
+    fragment_ms: u32,
+    /// `None`: the source kind's default watchdog.
+    source_timeout_ms: Option<u32>,
+}
+
+impl StreamSettings {
+    const DEFAULT: StreamSettings = StreamSettings {
+        fragment_ms: DEFAULT_FRAGMENT_MS,
+        source_timeout_ms: None,
+    };
+
+    /// The flags, else `level`'s values (checked), else these.
+    fn under(self, flags: &Flags, level: &Level<'_>) -> Result<StreamSettings, ConfigError> {
+        let fragment_ms = match (flags.fragment_ms, level.fragment_ms) {
+            (Some(ms), _) => ms,
+            (None, Some(ms)) => check_fragment_ms(ms)
+                .map_err(|e| ConfigError(format!("{} = {e}", (level.key)("fragment_ms"))))?,
+            (None, None) => self.fragment_ms,
+        };
+        let source_timeout_ms = match (flags.source_timeout_ms, level.source_timeout_ms) {
+            (Some(ms), _) => Some(ms),
+            (None, Some(ms)) => Some(parse_source_timeout(&ms.to_string()).map_err(|e| {
+                ConfigError(format!("{} = {ms}: {e}", (level.key)("source_timeout_ms")))
+            })?),
+            (None, None) => self.source_timeout_ms,
+        };
+        Ok(StreamSettings {
+            fragment_ms,
+            source_timeout_ms,
+        })
+    }
+}
+
+/// One camera from its name, source URI (named `key` in errors) and settings; `[rtsp]`
+/// defaults apply to an `rtsp://` source.
+fn stream_config(
+    name: String,
+    uri: &str,
+    key: &str,
+    settings: StreamSettings,
+    rtsp: Option<&crate::source::rtsp::RtspSettings>,
+    rtsp_where: &str,
+) -> Result<StreamConfig, ConfigError> {
+    let mut source = SourceSpec::parse(uri).map_err(|e| ConfigError(format!("{key}: {e}")))?;
+    if let (SourceSpec::Rtsp(r), Some(rtsp)) = (&mut source, rtsp) {
+        r.apply_settings(rtsp)
+            .map_err(|e| ConfigError(format!("{rtsp_where}{e}")))?;
+    }
+    Ok(StreamConfig {
+        name,
+        source,
+        source_timeout: settings
+            .source_timeout_ms
+            .map(|ms| Duration::from_millis(u64::from(ms))),
+        fragment_ms: settings.fragment_ms,
+    })
+}
+
+/// `fragment_ms`: within [`FRAGMENT_MS_RANGE`].
+fn check_fragment_ms(ms: u32) -> Result<u32, String> {
+    if FRAGMENT_MS_RANGE.contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(format!(
+            "{ms}: allowed {}..={} (milliseconds)",
+            FRAGMENT_MS_RANGE.start(),
+            FRAGMENT_MS_RANGE.end()
+        ))
+    }
+}
+
+/// `--fragment-ms`: a whole number within [`FRAGMENT_MS_RANGE`] (the same check as the file's).
+pub fn parse_fragment_ms(text: &str) -> Result<u32, String> {
+    let ms = text.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "{text:?}: allowed {}..={} (milliseconds)",
+            FRAGMENT_MS_RANGE.start(),
+            FRAGMENT_MS_RANGE.end()
+        )
+    })?;
+    check_fragment_ms(ms)
 }
 
 fn tunnel_config(
@@ -671,6 +718,55 @@ mod tests {
         let one = from_file("one.toml", "source = \"testsrc\"\n").unwrap();
         assert_eq!(one.streams.len(), 1);
         assert_eq!(one.streams[0].name, DEFAULT_STREAM_NAME);
+    }
+
+    #[test]
+    fn one_resolver_layers_flags_over_a_stream_table_over_the_top_level_over_defaults() {
+        // Why: the single camera and [[stream]] tables merged their settings in two copies.
+        let dir = std::env::temp_dir().join(format!("pinhole-cfg-layers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("layers.toml");
+        std::fs::write(
+            &path,
+            "source_timeout_ms = 3000\n\
+             [[stream]]\nname = \"a\"\nsource = \"testsrc\"\nfragment_ms = 300\n\
+             [[stream]]\nname = \"b\"\nsource = \"testsrc\"\nsource_timeout_ms = 0\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let cfg = Config::resolve(&cli(&["--config", p]).unwrap()).unwrap();
+        let got: Vec<(u32, Option<u64>)> = cfg
+            .streams
+            .iter()
+            .map(|s| {
+                let t = s.source_timeout.map(|d| d.as_millis() as u64);
+                (s.fragment_ms, t)
+            })
+            .collect();
+        // a: its own 300 ms, the top level's 3 s; b: the default 100 ms, its own 0 (off).
+        assert_eq!(got, [(300, Some(3000)), (100, Some(0))]);
+        let cfg = Config::resolve(
+            &cli(&[
+                "--config",
+                p,
+                "--fragment-ms",
+                "150",
+                "--source-timeout-ms",
+                "800",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        for s in &cfg.streams {
+            assert_eq!(s.fragment_ms, 150, "the flag wins over the table");
+            assert_eq!(s.source_timeout, Some(Duration::from_millis(800)));
+        }
+        let one = Config::resolve(&cli(&["--fragment-ms", "200"]).unwrap()).unwrap();
+        assert_eq!(one.streams[0].fragment_ms, 200);
+        assert_eq!(
+            one.streams[0].source_timeout, None,
+            "the source kind's default"
+        );
     }
 
     #[test]
