@@ -347,6 +347,14 @@ def test_the_whole_stack_parses_with_bitbake():
         if m.startswith("raspberrypi"):
             assert re.search(r'^WKS_FILE="pinhole-sdimage-dual-raspberrypi.wks.in"$', image, re.M)
             assert {"rauc", "pinhole-ota"} <= set(install), install
+            # The boot script rpi-u-boot-scr unpacks is this layer's (the one the SD-card twin
+            # boots), not meta-rauc-raspberrypi's: the first FILESPATH directory that has a
+            # boot.cmd.in, as bitbake's fetcher searches it.
+            scr = (build / "env" / f"{m}-rpi-u-boot-scr.env").read_text()
+            filespath = re.search(r'^FILESPATH="(.*)"$', scr, re.M).group(1).split(":")
+            first = next((d for d in filespath if (Path(d) / "boot.cmd.in").is_file()), None)
+            assert first and Path(first).resolve() == (LAYER / "dynamic-layers/rauc-raspberrypi/recipes-bsp/"
+                                                       "rpi-u-boot-scr/files").resolve(), (m, first)
     print(tail[-1500:])
     # What a build would do with what was parsed: yocto/scripts/check-layer (its --help lists
     # the checks; tests/README.md says which defect each one found on the commit before its fix).

@@ -1,0 +1,50 @@
+"""The SD card, booted: the Raspberry Pi image's twin in QEMU (board/sd_twin.py), driven from the
+host the way an owner drives a camera.
+
+Real here: U-Boot 2025.01 running the image's own boot script (yocto/meta-pinhole/dynamic-layers/
+rauc-raspberrypi/recipes-bsp/rpi-u-boot-scr/files/boot.cmd.in, made into boot.scr by mkimage as
+rpi-u-boot-scr does) with its environment in uboot.env on the FAT partition; the card's partitions
+as the image's .wks lays them out, on an emulated SD card (/dev/mmcblk0); RAUC 1.15.2 built from
+the tarball meta-rauc builds (same SHA-256), reading /usr/lib/rauc/system.conf from the layer,
+with `bootloader=uboot` through libubootenv's fw_setenv; signed verity bundles (device-mapper in
+the guest's kernel); systemd with the image's units from the layer and ota/device; OpenSSH; real
+resets and power cuts (QEMU killed).
+
+Not shown here (yocto/README.md, "The SD card's twin"): the Pi's firmware and config.txt, its
+kernel and device tree, Yocto's own builds of these packages (Debian's stand in), SD card speed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twin import PASSWORD, new_camera, twin_parts  # noqa: F401 (fixtures)
+
+
+def test_first_boot_imports_the_owners_file_streams_and_marks_the_slot_good(new_camera):
+    cam = new_camera()
+    cam.power_on()
+    t_ssh = cam.wait_ssh()
+    t_stream, st = cam.wait_streaming()
+    print(f"power-on -> SSH {t_ssh:.1f} s, -> streaming {t_stream:.1f} s")
+    # The owner's file was imported and is gone from the card; its password guards pinhole.
+    assert cam.ssh("test ! -e /boot/pinhole-setup.toml", check=False).returncode == 0, "the file stayed on the card"
+    assert "imported" in cam.ssh("cat /boot/pinhole-setup.result.txt").stdout
+    assert cam.ssh(f"grep -rlF {PASSWORD} /boot", check=False).stdout == "", "the password is on the card"
+    assert cam.get("/api/status")[0] == 200
+    # pinhole's state is on /data (the layer's bind mount), not in the root's volatile /var/lib.
+    src = cam.ssh("findmnt -n -o SOURCE /var/lib/private/pinhole").stdout
+    assert "mmcblk0p5" in src, src
+    # The slot is marked good once boot-complete.target is reached (pinhole-ota-commit).
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rs = cam.rauc_status()
+        slots = {s_name: s for d in rs["slots"] for s_name, s in d.items()}
+        a = slots["rootfs.0"]
+        if a.get("boot_status") == "good":
+            break
+        time.sleep(3)
+    assert rs["booted"] == "A", rs
+    assert a.get("boot_status") == "good", rs
+    env = cam.env()
+    assert env.get("BOOT_A_LEFT") == "3", env
