@@ -153,6 +153,36 @@ def test_the_kas_release_file_passes_the_version_commit_and_keys_from_the_enviro
     assert 'RAUC_BUNDLE_VERSION = "${DISTRO_VERSION}"' in bundle
 
 
+def test_the_tag_s_version_and_commit_reach_os_release_the_bundle_and_pinhole_in_bitbake():
+    """bitbake's own reading of a release configuration (kas: the board file, yocto/kas/release.yml
+    and the layers at the locked commits), for a Raspberry Pi and the Jetson."""
+    layers = os.environ.get("PINHOLE_YOCTO_LAYERS")
+    if not layers:
+        pytest.skip("bitbake's view of a release build needs local checkouts of the pinned layers; set "
+                    "PINHOLE_YOCTO_LAYERS=DIR (yocto/scripts/parse-stack --help). Everything else here ran.")
+    kas = REPO / "tests" / ".cache" / "yocto-venv" / "bin" / "kas"
+    commit = run(["git", "-C", REPO, "rev-parse", "HEAD"]).stdout.strip()
+    build = REPO / "target" / "yocto-release"
+    machines = ["raspberrypi4-64", "jetson-orin-nano-devkit"]
+    run([REPO / "yocto" / "scripts" / "parse-stack", *machines], timeout=1800, env=dict(
+        os.environ, KAS=str(kas), PINHOLE_YOCTO_BUILD=str(build), PARSE_EXTRA_KAS="yocto/kas/release.yml",
+        PARSE_COMMAND=f"python3 {REPO}/yocto/scripts/release-vars", PINHOLE_VERSION=VERSION, PINHOLE_SRCREV=commit))
+    for m in machines:
+        text = (build / "env" / f"{m}-command.out").read_text()
+        got = json.loads(text[text.index("{"):])
+        print(m, json.dumps(got))
+        assert got["DISTRO_VERSION"] == VERSION
+        assert got["pinhole"] == {"PV": f"{VERSION}+git", "SRCREV": commit, "PINHOLE_VERSION": VERSION,
+                                  "SRC_URI": f"git://{REPO};protocol=file;nobranch=1",
+                                  "export PINHOLE_VERSION": True}, got["pinhole"]
+        osr = got["os-release"]
+        assert osr["VERSION_ID"] == VERSION and osr["BUILD_ID"] == commit and "BUILD_ID" in osr["OS_RELEASE_FIELDS"].split(), osr
+        if m.startswith("raspberrypi"):
+            assert got["pinhole-bundle"] == {"RAUC_BUNDLE_VERSION": VERSION, "RAUC_BUNDLE_COMPATIBLE": f"pinhole-{m}"}
+        else:
+            assert "pinhole-bundle" not in got, "a bundle recipe on the Jetson, which has no RAUC"
+
+
 # ---------------------------------------------------------------- release/version
 
 
