@@ -113,7 +113,7 @@ pub struct WindowOptions {
 
 impl Default for WindowOptions {
     /// Six seconds of complete segments (at least three): more than the three target durations
-    /// HOLD-BACK asks for, and well inside the daemon's twelve-second ring, so a listed segment
+    /// HOLD-BACK asks for, and inside the daemon's ten-second ring, so a listed segment
     /// stays fetchable for longer than the playlist that lists it is current.
     fn default() -> Self {
         WindowOptions {
