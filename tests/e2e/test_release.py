@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, free_port, http_get, require_tool
+from conftest import REPO, free_port, http_get, pinhole_bin, require_tool
 from debian_root import mmdebstrap_root
 from test_packages import import_tar, podman  # noqa: F401  (podman is a fixture)
 from test_systemd import rootfs
@@ -586,6 +586,28 @@ def test_the_owner_s_verify_and_flash_commands_of_the_readme_work_on_the_release
     shutil.copy2(keys["build-ca"], home / "keyring.pem")
     p = run(["bash", "-euo", "pipefail", "-c", verify], cwd=home, check=False)
     assert p.returncode != 0 and "Verification failure" in p.stderr, p.stderr
+
+
+def test_the_readme_s_first_boot_file_is_what_the_camera_imports(tmp_path):
+    """README.md's step 4, with a real SSH key for its placeholder, through the image's own
+    first-boot import (`pinhole setup-import`, test_firstboot.py tests it in depth)."""
+    require_tool("ssh-keygen")
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```toml\n(\s*\[wifi\].*?)```", text, re.S)
+    assert block, "README.md has no first-boot toml block starting with [wifi]"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", tmp_path / "key"])
+    placeholder = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI... me@laptop"
+    assert placeholder in block.group(1)
+    toml = "\n".join(line.strip() for line in block.group(1).splitlines())
+    boot, data = tmp_path / "boot", tmp_path / "data"
+    boot.mkdir()
+    data.mkdir()
+    (boot / "pinhole-setup.toml").write_text(toml.replace(placeholder, (tmp_path / "key.pub").read_text().strip()) + "\n")
+    p = run([pinhole_bin(), "setup-import", "--from", boot / "pinhole-setup.toml", "--to", data,
+             "--defaults", REPO / "board" / "rpi4" / "pinhole.toml"])
+    assert "imported [wifi], [ssh], [pinhole]" in p.stdout + p.stderr, p.stdout + p.stderr
+    assert not (boot / "pinhole-setup.toml").exists()
+    assert "password_hash" in (data / "pinhole" / "pinhole.toml").read_text()
 
 
 def test_sign_refuses_an_incomplete_release_and_a_key_the_cameras_do_not_trust(signed, keys, tmp_path):
