@@ -30,10 +30,12 @@ pub const USER_AGENT: &str = concat!("pinhole/", env!("PINHOLE_VERSION"));
 
 pub mod appliance;
 pub mod cli;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod gate;
 pub mod hub;
+pub mod metrics;
 pub mod pipeline;
 pub mod redact;
 pub mod sdnotify;

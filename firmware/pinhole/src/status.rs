@@ -2,7 +2,6 @@
 //! the Prometheus text can never disagree.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,7 @@ use serde::Serialize;
 
 use crate::error::ErrorKind;
 use crate::hub::HubCounters;
+use crate::metrics::Family;
 
 /// How much recent video the fps and bitrate figures average over (90 kHz units).
 const RATE_WINDOW_90K: u64 = 2 * 90_000;
@@ -288,153 +288,95 @@ impl Status {
 }
 
 impl Snapshot {
-    /// Prometheus text exposition format 0.0.4.
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::with_capacity(1024);
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        metric(
-            "pinhole_uptime_seconds",
-            "gauge",
-            "Seconds since pinhole started.",
-            format!("{:.3}", self.uptime_s),
-        );
-        metric(
-            "pinhole_source_up",
-            "gauge",
-            "1 while the source delivers frames.",
-            u8::from(self.source.state == SourceState::Running).to_string(),
-        );
-        metric(
-            "pinhole_source_restarts_total",
-            "counter",
-            "Times the source was restarted.",
-            self.source.restarts.to_string(),
-        );
-        metric(
-            "pinhole_source_watchdog_restarts_total",
-            "counter",
-            "Times the source was restarted because it delivered no frames for its timeout.",
-            self.source.watchdog_restarts.to_string(),
-        );
-        metric(
-            "pinhole_source_frames_received_total",
-            "counter",
-            "Frames the source delivered to the segmenter.",
-            self.source.frames_received.to_string(),
-        );
+    /// The stream's metric families (`/metrics`; the renderer adds `stream=` with several).
+    pub fn families(&self) -> Vec<Family> {
+        let mut out = vec![
+            Family::gauge("pinhole_uptime_seconds", "Seconds since pinhole started.")
+                .with(format!("{:.3}", self.uptime_s)),
+            Family::gauge("pinhole_source_up", "1 while the source delivers frames.")
+                .with(u8::from(self.source.state == SourceState::Running)),
+            Family::counter(
+                "pinhole_source_restarts_total",
+                "Times the source was restarted.",
+            )
+            .with(self.source.restarts),
+            Family::counter(
+                "pinhole_source_watchdog_restarts_total",
+                "Times the source was restarted because it delivered no frames for its timeout.",
+            )
+            .with(self.source.watchdog_restarts),
+            Family::counter(
+                "pinhole_source_frames_received_total",
+                "Frames the source delivered to the segmenter.",
+            )
+            .with(self.source.frames_received),
+        ];
         if let Some(age) = self.source.last_frame_age_s {
-            metric(
-                "pinhole_source_last_frame_age_seconds",
-                "gauge",
-                "Seconds since the source delivered its last frame.",
-                format!("{age:.3}"),
+            out.push(
+                Family::gauge(
+                    "pinhole_source_last_frame_age_seconds",
+                    "Seconds since the source delivered its last frame.",
+                )
+                .with(format!("{age:.3}")),
             );
         }
-        metric(
-            "pinhole_viewers",
-            "gauge",
-            "Open /api/video/cmaf streams.",
-            self.viewers.to_string(),
+        out.extend([
+            Family::gauge("pinhole_viewers", "Open /api/video/cmaf streams.").with(self.viewers),
+            Family::counter(
+                "pinhole_viewer_skips_total",
+                "Times a lagging viewer was moved forward to the next IDR.",
+            )
+            .with(self.viewer_skips),
+            Family::counter("pinhole_fragments_total", "CMAF fragments cut.").with(self.fragments),
+            Family::counter("pinhole_frames_total", "Video frames muxed.").with(self.frames),
+            Family::gauge("pinhole_video_fps", "Frame rate over the last 2 s.")
+                .with(self.video.fps),
+            Family::gauge(
+                "pinhole_video_bitrate_bps",
+                "Video bitrate over the last 2 s.",
+            )
+            .with(self.video.bitrate_bps),
+            Family::gauge("pinhole_video_width_pixels", "Coded picture width.")
+                .with(self.video.width),
+            Family::gauge("pinhole_video_height_pixels", "Coded picture height.")
+                .with(self.video.height),
+            Family::counter(
+                "pinhole_sent_bytes_total",
+                "Bytes of stream records sent to viewers.",
+            )
+            .with(self.bytes_sent),
+        ]);
+        let mut state = Family::gauge(
+            "pinhole_source_state",
+            "The source's state (the labelled one is 1).",
         );
-        metric(
-            "pinhole_viewer_skips_total",
-            "counter",
-            "Times a lagging viewer was moved forward to the next IDR.",
-            self.viewer_skips.to_string(),
-        );
-        metric(
-            "pinhole_fragments_total",
-            "counter",
-            "CMAF fragments cut.",
-            self.fragments.to_string(),
-        );
-        metric(
-            "pinhole_frames_total",
-            "counter",
-            "Video frames muxed.",
-            self.frames.to_string(),
-        );
-        metric(
-            "pinhole_video_fps",
-            "gauge",
-            "Frame rate over the last 2 s.",
-            self.video.fps.to_string(),
-        );
-        metric(
-            "pinhole_video_bitrate_bps",
-            "gauge",
-            "Video bitrate over the last 2 s.",
-            self.video.bitrate_bps.to_string(),
-        );
-        metric(
-            "pinhole_video_width_pixels",
-            "gauge",
-            "Coded picture width.",
-            self.video.width.to_string(),
-        );
-        metric(
-            "pinhole_video_height_pixels",
-            "gauge",
-            "Coded picture height.",
-            self.video.height.to_string(),
-        );
-        metric(
-            "pinhole_sent_bytes_total",
-            "counter",
-            "Bytes of stream records sent to viewers.",
-            self.bytes_sent.to_string(),
-        );
-        let state = match self.source.state {
-            SourceState::Starting => "starting",
-            SourceState::Running => "running",
-            SourceState::Restarting => "restarting",
-            SourceState::Stopped => "stopped",
-        };
-        let _ = write!(
-            out,
-            "# HELP pinhole_source_state The source's state (the labelled one is 1).\n\
-             # TYPE pinhole_source_state gauge\n"
-        );
-        for s in ["starting", "running", "restarting", "stopped"] {
-            let _ = writeln!(
-                out,
-                "pinhole_source_state{{state=\"{s}\"}} {}",
-                u8::from(s == state)
-            );
+        for (s, name) in [
+            (SourceState::Starting, "starting"),
+            (SourceState::Running, "running"),
+            (SourceState::Restarting, "restarting"),
+            (SourceState::Stopped, "stopped"),
+        ] {
+            state = state.labelled(&[("state", name)], u8::from(s == self.source.state));
         }
-        let _ = writeln!(
-            out,
-            "# HELP pinhole_source_error_info The source's last error, while it has one.\n\
-             # TYPE pinhole_source_error_info gauge"
+        out.push(state);
+        let mut error = Family::gauge(
+            "pinhole_source_error_info",
+            "The source's last error, while it has one.",
         );
         if let Some(e) = &self.source.last_error {
-            let _ = writeln!(
-                out,
-                "pinhole_source_error_info{{error=\"{}\"}} 1",
-                escape_label(e)
-            );
+            let e: String = e.chars().take(300).collect();
+            error = error.labelled(&[("error", &e)], 1);
         }
+        out.push(error);
         out
     }
-}
 
-/// A Prometheus label value: backslash, double quote and newline escaped (exposition format).
-fn escape_label(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars().take(300) {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
+    /// Prometheus text exposition format 0.0.4, for this stream alone.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::with_capacity(1024);
+        crate::metrics::render(&mut out, &self.families());
+        out
     }
-    out
 }
 
 #[cfg(test)]

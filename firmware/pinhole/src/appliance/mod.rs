@@ -12,6 +12,8 @@ use std::sync::RwLock;
 
 use serde::Serialize;
 
+use crate::metrics::Family;
+
 /// What the device says about itself. Every field is a fact read on the device; `None` where
 /// it does not apply (no A/B slots, never updated, setup accepted).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -61,25 +63,36 @@ impl Device {
     }
 
     /// `pinhole_device_info{version,slot} 1` and `pinhole_device_setup_refused` (0/1); on an A/B
-    /// device also the last update's result and the trial boot ([`update::prometheus`]).
-    pub fn prometheus(&self) -> String {
+    /// device also the last update's result and the trial boot ([`update::families`]).
+    pub fn families(&self) -> Vec<Family> {
         let i = self.get();
-        let esc = |s: &str| {
-            s.replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', " ")
-        };
-        format!(
-            "# HELP pinhole_device_info The device's firmware version and booted root slot.\n\
-             # TYPE pinhole_device_info gauge\n\
-             pinhole_device_info{{version=\"{}\",slot=\"{}\"}} 1\n\
-             # HELP pinhole_device_setup_refused 1 when the owner's first-boot file was refused.\n\
-             # TYPE pinhole_device_setup_refused gauge\n\
-             pinhole_device_setup_refused {}\n",
-            esc(&i.version),
-            esc(i.slot.as_deref().unwrap_or("")),
-            u8::from(i.setup_error.is_some()),
-        ) + &update::prometheus(&i)
+        let mut out = vec![
+            Family::gauge(
+                "pinhole_device_info",
+                "The device's firmware version and booted root slot.",
+            )
+            .labelled(
+                &[
+                    ("version", &i.version),
+                    ("slot", i.slot.as_deref().unwrap_or("")),
+                ],
+                1,
+            ),
+            Family::gauge(
+                "pinhole_device_setup_refused",
+                "1 when the owner's first-boot file was refused.",
+            )
+            .with(u8::from(i.setup_error.is_some())),
+        ];
+        out.extend(update::families(&i));
+        out
+    }
+
+    /// [`Self::families`] as Prometheus text.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        crate::metrics::render(&mut out, &self.families());
+        out
     }
 }
 

@@ -12,12 +12,12 @@
 //! A/B device, and nothing is reported.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Device, DeviceInfo};
+use crate::metrics::Family;
 
 /// Where the facts are read from; tests point these elsewhere.
 #[derive(Debug, Clone)]
@@ -203,19 +203,19 @@ pub fn spawn_refresh(device: Arc<Device>) -> tokio::task::JoinHandle<()> {
 
 /// `pinhole_device_last_update{result}` (1 for the last update's result) and
 /// `pinhole_device_trial_boot`, from what [`last_update_line`] wrote; empty off an A/B device.
-pub fn prometheus(info: &DeviceInfo) -> String {
-    let mut out = String::new();
+pub fn families(info: &DeviceInfo) -> Vec<Family> {
+    let mut out = Vec::new();
     if info.slot.is_none() {
         return out;
     }
     let line = info.last_update.as_deref().unwrap_or("");
     let trial = line.starts_with("trial boot");
-    let _ = writeln!(
-        out,
-        "# HELP pinhole_device_trial_boot 1 while a newly installed slot's first boot is not yet marked good.\n\
-         # TYPE pinhole_device_trial_boot gauge\n\
-         pinhole_device_trial_boot {}",
-        u8::from(trial)
+    out.push(
+        Family::gauge(
+            "pinhole_device_trial_boot",
+            "1 while a newly installed slot's first boot is not yet marked good.",
+        )
+        .with(u8::from(trial)),
     );
     let result = [
         ("updated from", "ok"),
@@ -227,13 +227,21 @@ pub fn prometheus(info: &DeviceInfo) -> String {
     .find(|(prefix, _)| line.starts_with(prefix))
     .map(|(_, r)| *r);
     if let Some(r) = result {
-        let _ = writeln!(
-            out,
-            "# HELP pinhole_device_last_update How the last over-the-air update ended (ok, rolled-back, install-failed, interrupted).\n\
-             # TYPE pinhole_device_last_update gauge\n\
-             pinhole_device_last_update{{result=\"{r}\"}} 1"
+        out.push(
+            Family::gauge(
+                "pinhole_device_last_update",
+                "How the last over-the-air update ended (ok, rolled-back, install-failed, interrupted).",
+            )
+            .labelled(&[("result", r)], 1),
         );
     }
+    out
+}
+
+/// [`families`] as Prometheus text.
+pub fn prometheus(info: &DeviceInfo) -> String {
+    let mut out = String::new();
+    crate::metrics::render(&mut out, &families(info));
     out
 }
 

@@ -645,42 +645,49 @@ impl Access {
     }
 
     /// Prometheus lines: tokens passed and refused by reason, key fetches.
-    pub fn prometheus(&self) -> String {
-        use std::fmt::Write as _;
-        let mut s = String::new();
+    /// Its metric families (`/metrics`).
+    pub fn families(&self) -> Vec<crate::metrics::Family> {
+        use crate::metrics::Family;
         let keys = self
             .keys
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .keys
             .len();
-        let _ = write!(
-            s,
-            "# HELP pinhole_access_passed_total Tunnel requests with a valid Cloudflare Access token.\n\
-             # TYPE pinhole_access_passed_total counter\npinhole_access_passed_total {}\n\
-             # HELP pinhole_access_refused_total Tunnel requests refused, by reason.\n\
-             # TYPE pinhole_access_refused_total counter\n",
-            self.passed.load(Ordering::Relaxed)
+        let mut refused = Family::counter(
+            "pinhole_access_refused_total",
+            "Tunnel requests refused, by reason.",
         );
         for (i, (_, name)) in REJECTIONS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "pinhole_access_refused_total{{reason=\"{name}\"}} {}",
-                self.refused[i].load(Ordering::Relaxed)
-            );
+            refused =
+                refused.labelled(&[("reason", name)], self.refused[i].load(Ordering::Relaxed));
         }
-        let _ = write!(
-            s,
-            "# HELP pinhole_access_key_fetches_total Fetches of the Access key set (failed ones too).\n\
-             # TYPE pinhole_access_key_fetches_total counter\npinhole_access_key_fetches_total {}\n\
-             # HELP pinhole_access_key_fetch_failures_total Failed fetches of the Access key set.\n\
-             # TYPE pinhole_access_key_fetch_failures_total counter\npinhole_access_key_fetch_failures_total {}\n\
-             # HELP pinhole_access_keys Keys in the cached Access key set.\n\
-             # TYPE pinhole_access_keys gauge\npinhole_access_keys {keys}\n",
-            self.fetches.load(Ordering::Relaxed),
-            self.fetch_failures.load(Ordering::Relaxed),
-        );
-        s
+        vec![
+            Family::counter(
+                "pinhole_access_passed_total",
+                "Tunnel requests with a valid Cloudflare Access token.",
+            )
+            .with(self.passed.load(Ordering::Relaxed)),
+            refused,
+            Family::counter(
+                "pinhole_access_key_fetches_total",
+                "Fetches of the Access key set (failed ones too).",
+            )
+            .with(self.fetches.load(Ordering::Relaxed)),
+            Family::counter(
+                "pinhole_access_key_fetch_failures_total",
+                "Failed fetches of the Access key set.",
+            )
+            .with(self.fetch_failures.load(Ordering::Relaxed)),
+            Family::gauge("pinhole_access_keys", "Keys in the cached Access key set.").with(keys),
+        ]
+    }
+
+    /// [`Self::families`] as Prometheus text.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        crate::metrics::render(&mut out, &self.families());
+        out
     }
 }
 

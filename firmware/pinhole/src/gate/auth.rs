@@ -191,24 +191,40 @@ impl Auth {
     }
 
     /// Prometheus lines for logins, failures and rate-limited attempts.
-    pub fn prometheus(&self) -> String {
+    /// Its metric families (`/metrics`).
+    pub fn families(&self) -> Vec<crate::metrics::Family> {
+        use crate::metrics::Family;
         let c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         let sessions = self
             .sessions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len();
-        format!(
-            "# HELP pinhole_auth_logins_total Successful logins on the LAN login page.\n\
-             # TYPE pinhole_auth_logins_total counter\npinhole_auth_logins_total {}\n\
-             # HELP pinhole_auth_failures_total Wrong passwords (login page and Basic).\n\
-             # TYPE pinhole_auth_failures_total counter\npinhole_auth_failures_total {}\n\
-             # HELP pinhole_auth_limited_total Password checks refused by the rate limit.\n\
-             # TYPE pinhole_auth_limited_total counter\npinhole_auth_limited_total {}\n\
-             # HELP pinhole_auth_sessions Open login sessions.\n\
-             # TYPE pinhole_auth_sessions gauge\npinhole_auth_sessions {}\n",
-            c.logins, c.failures, c.limited, sessions
-        )
+        vec![
+            Family::counter(
+                "pinhole_auth_logins_total",
+                "Successful logins on the LAN login page.",
+            )
+            .with(c.logins),
+            Family::counter(
+                "pinhole_auth_failures_total",
+                "Wrong passwords (login page and Basic).",
+            )
+            .with(c.failures),
+            Family::counter(
+                "pinhole_auth_limited_total",
+                "Password checks refused by the rate limit.",
+            )
+            .with(c.limited),
+            Family::gauge("pinhole_auth_sessions", "Open login sessions.").with(sessions),
+        ]
+    }
+
+    /// [`Self::families`] as Prometheus text.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        crate::metrics::render(&mut out, &self.families());
+        out
     }
 
     fn count(&self, f: impl FnOnce(&mut Counters)) {

@@ -42,13 +42,12 @@
 //!   request to the Pi. Errors are `no-store`. Every `/hls/` response allows any origin (CORS),
 //!   so players on other origins (hls.js on a dashboard) can fetch it.
 //! * **Window.** The playlist lists about six seconds of complete segments and the one being
-//!   cut (see [`WindowOptions`]), inside the hub's twelve-second ring, so what a playlist lists
+//!   cut (see [`WindowOptions`]), inside the hub's ten-second ring, so what a playlist lists
 //!   stays fetchable while that playlist is current. With GOPs longer than about two seconds
 //!   the ring cannot hold three target durations beside the current GOP; the window is then
 //!   whatever complete segments the ring still holds.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,6 +59,8 @@ use media::hls::{
     PartInfo, Query, Resource, Variant, WindowOptions,
 };
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::Family;
 use tokio::time::Instant;
 
 use crate::hub::{Entry, Hub, PartPosition};
@@ -230,38 +231,40 @@ impl Hls {
     }
 
     /// Prometheus lines for `/metrics`.
-    pub fn prometheus(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP pinhole_hls_held_requests LL-HLS requests being held (blocking reloads, hinted parts).\n\
-             # TYPE pinhole_hls_held_requests gauge\npinhole_hls_held_requests {}",
-            self.held()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP pinhole_hls_responses_total LL-HLS requests answered with what they asked for.\n\
-             # TYPE pinhole_hls_responses_total counter\npinhole_hls_responses_total {}",
-            self.served.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP pinhole_hls_blocked_total LL-HLS requests that were held before being answered.\n\
-             # TYPE pinhole_hls_blocked_total counter\npinhole_hls_blocked_total {}",
-            self.blocked.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP pinhole_hls_refused_total LL-HLS requests refused, by reason.\n\
-             # TYPE pinhole_hls_refused_total counter"
+    /// Its metric families (`/metrics`).
+    pub fn families(&self) -> Vec<Family> {
+        let mut refused = Family::counter(
+            "pinhole_hls_refused_total",
+            "LL-HLS requests refused, by reason.",
         );
         for (i, (_, name)) in REFUSALS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "pinhole_hls_refused_total{{reason=\"{name}\"}} {}",
-                self.refused[i].load(Ordering::Relaxed)
-            );
+            refused =
+                refused.labelled(&[("reason", name)], self.refused[i].load(Ordering::Relaxed));
         }
+        vec![
+            Family::gauge(
+                "pinhole_hls_held_requests",
+                "LL-HLS requests being held (blocking reloads, hinted parts).",
+            )
+            .with(self.held()),
+            Family::counter(
+                "pinhole_hls_responses_total",
+                "LL-HLS requests answered with what they asked for.",
+            )
+            .with(self.served.load(Ordering::Relaxed)),
+            Family::counter(
+                "pinhole_hls_blocked_total",
+                "LL-HLS requests that were held before being answered.",
+            )
+            .with(self.blocked.load(Ordering::Relaxed)),
+            refused,
+        ]
+    }
+
+    /// [`Self::families`] as Prometheus text.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        crate::metrics::render(&mut out, &self.families());
         out
     }
 

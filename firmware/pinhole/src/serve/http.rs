@@ -33,6 +33,7 @@ use crate::gate::limits;
 use crate::gate::origin;
 use crate::gate::policy::{self, Admission, Policy, LOGIN_PAGE};
 use crate::hub::Viewer;
+use crate::metrics::{self, Family};
 use crate::serve::hls::Reply;
 use crate::serve::progress::Progress;
 use crate::serve::snapshot;
@@ -482,26 +483,31 @@ pub async fn handle(state: &AppState, req: &Request<Incoming>) -> Response<Body>
             }
         }
         Route::Metrics => {
-            let per_stream: Vec<(&str, String)> = state
+            // Each camera's families (labelled stream="NAME" when there are several), then the
+            // device's own, unlabelled.
+            let per_stream: Vec<(&str, Vec<Family>)> = state
                 .streams
                 .iter()
                 .map(|s| {
-                    let mut t = s.snapshot().to_prometheus();
-                    t.push_str(&s.hls().prometheus());
-                    t.push_str(&s.snapshots().prometheus());
-                    (s.name(), t)
+                    let mut f = s.snapshot().families();
+                    f.extend(s.hls().families());
+                    f.extend(s.snapshots().families());
+                    (s.name(), f)
                 })
                 .collect();
-            let mut text = crate::serve::metrics::merge(&per_stream);
+            let mut text = String::with_capacity(8192);
+            metrics::render_streams(&mut text, &per_stream);
+            let mut device = Vec::new();
             if let Some(a) = &state.auth {
-                text.push_str(&a.prometheus());
+                device.extend(a.families());
             }
             if let Some(a) = &state.access {
-                text.push_str(&a.prometheus());
+                device.extend(a.families());
             }
             if let Some(d) = &state.device {
-                text.push_str(&d.prometheus());
+                device.extend(d.families());
             }
+            metrics::render(&mut text, &device);
             with_type(
                 Body::full(text),
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -4,7 +4,7 @@
 //! hub ─┬─► http: /api/video/cmaf (chunked records), routes, status, shutdown
 //!      ├─► hls: /hls/… (LL-HLS playlists, segments and parts of the same fragments)
 //!      ├─► ui: / (the embedded player)
-//!      ├─► metrics: /metrics (Prometheus text)
+//!      ├─► /metrics (crate::metrics: typed families, one renderer)
 //! pipeline's tap ─► snapshot: /api/snapshot.jpg (decoded only while asked)
 //!
 //! Each camera reaches it as a `stream::Stream`, which owns its hub, tap, snapshots and LL-HLS.
@@ -12,7 +12,6 @@
 
 pub mod hls;
 pub mod http;
-pub mod metrics;
 pub mod progress;
 pub mod snapshot;
 pub mod ui;

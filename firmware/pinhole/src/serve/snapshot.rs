@@ -27,8 +27,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 
+use crate::codec::decode::{push_annexb, FrameDecoder};
+use crate::codec::{jpeg, I420Frame};
+use crate::metrics::Family;
 use crate::pipeline::tap::{Catchup, Tap};
-use crate::source::pattern::I420Frame;
 use crate::status::{SourceState, Status};
 
 /// How long a decoder stays warm after the last request.
@@ -262,57 +264,50 @@ impl Snapshots {
         }
     }
 
-    pub fn prometheus(&self) -> String {
+    /// Its metric families (`/metrics`).
+    pub fn families(&self) -> Vec<Family> {
         let c = self.counters();
-        let mut s = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, v: u64| {
-            s.push_str(&format!(
-                "# HELP pinhole_snapshot_{name} {help}\n# TYPE pinhole_snapshot_{name} {kind}\npinhole_snapshot_{name} {v}\n"
-            ));
-        };
-        family(
-            "decoder_warm",
-            "gauge",
-            "1 while a snapshot decoder runs.",
-            u64::from(c.decoder_warm),
-        );
-        family(
-            "requests_total",
-            "counter",
-            "Snapshot requests.",
-            c.requests,
-        );
-        family(
-            "decodes_total",
-            "counter",
-            "Snapshot pictures encoded to JPEG.",
-            c.decodes,
-        );
-        family(
-            "cold_starts_total",
-            "counter",
-            "Snapshot decoders started from an IDR.",
-            c.cold_starts,
-        );
-        family(
-            "frames_decoded_total",
-            "counter",
-            "Frames decoded for snapshots.",
-            c.frames_decoded,
-        );
-        family(
-            "shared_total",
-            "counter",
-            "Snapshot requests served by another request's encode.",
-            c.shared,
-        );
-        family(
-            "unavailable_total",
-            "counter",
-            "Snapshot requests refused because the camera was down.",
-            c.unavailable,
-        );
-        s
+        vec![
+            Family::gauge(
+                "pinhole_snapshot_decoder_warm",
+                "1 while a snapshot decoder runs.",
+            )
+            .with(u64::from(c.decoder_warm)),
+            Family::counter("pinhole_snapshot_requests_total", "Snapshot requests.")
+                .with(c.requests),
+            Family::counter(
+                "pinhole_snapshot_decodes_total",
+                "Snapshot pictures encoded to JPEG.",
+            )
+            .with(c.decodes),
+            Family::counter(
+                "pinhole_snapshot_cold_starts_total",
+                "Snapshot decoders started from an IDR.",
+            )
+            .with(c.cold_starts),
+            Family::counter(
+                "pinhole_snapshot_frames_decoded_total",
+                "Frames decoded for snapshots.",
+            )
+            .with(c.frames_decoded),
+            Family::counter(
+                "pinhole_snapshot_shared_total",
+                "Snapshot requests served by another request's encode.",
+            )
+            .with(c.shared),
+            Family::counter(
+                "pinhole_snapshot_unavailable_total",
+                "Snapshot requests refused because the camera was down.",
+            )
+            .with(c.unavailable),
+        ]
+    }
+
+    /// [`Self::families`] as Prometheus text.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        crate::metrics::render(&mut out, &self.families());
+        out
     }
 
     /// Drops a decoder nobody asked for during the idle time. Run every second or so.
@@ -676,251 +671,15 @@ fn decode_newest(
 /// stateful hardware decoder that holds two pictures back to hand one out.
 const WANT_LAST: usize = 3;
 
-/// The H.264 decoder behind snapshots: the board's V4L2 memory-to-memory decoder where there
-/// is one (the Pi 4's `bcm2835-codec-decode`, `/dev/video10`), OpenH264 otherwise or when the
-/// hardware one cannot be opened.
-enum FrameDecoder {
-    Software(openh264::decoder::Decoder),
-    Hardware {
-        decoder: Box<dyn HwDecode>,
-        name: String,
-    },
-}
-
-/// A V4L2 memory-to-memory decoder over any backend (a device node; the stand-in driver in
-/// the tests, as no machine this is tested on has a decoder).
-trait HwDecode: Send {
-    fn decode_with(
-        &mut self,
-        au: &[u8],
-        timestamp_us: i64,
-        want: bool,
-    ) -> Result<Vec<v4l2::Decoded>, v4l2::decoder::Error>;
-}
-
-impl<B: v4l2::Backend + Send> HwDecode for v4l2::Decoder<B> {
-    fn decode_with(
-        &mut self,
-        au: &[u8],
-        timestamp_us: i64,
-        want: bool,
-    ) -> Result<Vec<v4l2::Decoded>, v4l2::decoder::Error> {
-        v4l2::Decoder::decode_with(self, au, timestamp_us, want)
-    }
-}
-
-/// Logs the hardware decoder's refusal once per process, not at every cold start.
-static HW_REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
-
-impl FrameDecoder {
-    fn open() -> Result<FrameDecoder, String> {
-        if std::env::var_os("PINHOLE_SNAPSHOT_SOFTWARE").is_none() {
-            if let Some(path) = v4l2::find_h264_decoder() {
-                match v4l2::Decoder::open(&path) {
-                    Ok(d) => {
-                        let name = format!("{} ({})", path.display(), d.card());
-                        tracing::info!("snapshot decoder: {name}");
-                        return Ok(FrameDecoder::Hardware {
-                            decoder: Box::new(d),
-                            name,
-                        });
-                    }
-                    Err(e) if !HW_REFUSAL_LOGGED.swap(true, Ordering::Relaxed) => {
-                        tracing::warn!(
-                            "snapshot decoder: {} cannot be used ({e}); decoding with OpenH264",
-                            path.display()
-                        );
-                    }
-                    Err(_) => {}
-                }
-            }
-        }
-        openh264::decoder::Decoder::new()
-            .map(FrameDecoder::Software)
-            .map_err(|e| format!("cannot start the H.264 decoder: {e}"))
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            FrameDecoder::Software(_) => "OpenH264",
-            FrameDecoder::Hardware { name, .. } => name,
-        }
-    }
-
-    /// Decodes one access unit (Annex B). With `want`, returns the newest picture that came
-    /// out and its frame's capture time.
-    fn decode(
-        &mut self,
-        annexb: &[u8],
-        capture_unix_us: u64,
-        want: bool,
-        spare: &mut Option<I420Frame>,
-    ) -> Result<Option<(I420Frame, u64)>, String> {
-        match self {
-            FrameDecoder::Software(d) => match d.decode(annexb) {
-                Ok(Some(yuv)) if want => Ok(Some((to_i420(&yuv, spare.take()), capture_unix_us))),
-                Ok(_) => Ok(None),
-                Err(e) => Err(e.to_string()),
-            },
-            FrameDecoder::Hardware { decoder, .. } => {
-                let ts = i64::try_from(capture_unix_us).unwrap_or(i64::MAX);
-                let pictures = decoder
-                    .decode_with(annexb, ts, want)
-                    .map_err(|e| e.to_string())?;
-                Ok(pictures.into_iter().next_back().map(|d| {
-                    let frame = I420Frame {
-                        width: d.width as usize,
-                        height: d.height as usize,
-                        y: d.y,
-                        u: d.u,
-                        v: d.v,
-                    };
-                    (
-                        frame,
-                        u64::try_from(d.timestamp_us).unwrap_or(capture_unix_us),
-                    )
-                }))
-            }
-        }
-    }
-}
-
-fn push_annexb(out: &mut Vec<u8>, nal: &[u8]) {
-    out.extend_from_slice(&[0, 0, 0, 1]);
-    out.extend_from_slice(nal);
-}
-
-/// Copies OpenH264's picture out, into `reuse`'s buffers when there are some (a picture nobody
-/// holds any more: no allocation, no fresh pages, for every frame the decoder follows).
-fn to_i420(yuv: &openh264::decoder::DecodedYUV<'_>, reuse: Option<I420Frame>) -> I420Frame {
-    use openh264::formats::YUVSource;
-    let (w, h) = yuv.dimensions();
-    let (sy, su, sv) = yuv.strides();
-    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let copy = |out: &mut Vec<u8>, plane: &[u8], stride: usize, pw: usize, ph: usize| {
-        out.clear();
-        out.reserve(pw * ph);
-        for row in plane.chunks(stride).take(ph) {
-            out.extend_from_slice(&row[..pw.min(row.len())]);
-        }
-        out.resize(pw * ph, 128);
-    };
-    let mut f = reuse.unwrap_or_else(|| I420Frame {
-        width: 0,
-        height: 0,
-        y: Vec::new(),
-        u: Vec::new(),
-        v: Vec::new(),
-    });
-    f.width = w;
-    f.height = h;
-    copy(&mut f.y, yuv.y(), sy, w, h);
-    copy(&mut f.u, yuv.u(), su, cw, ch);
-    copy(&mut f.v, yuv.v(), sv, cw, ch);
-    f
-}
-
-/// Area-average downscale of one plane.
-fn scale_plane(src: &[u8], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(dw * dh);
-    for y in 0..dh {
-        let y0 = y * sh / dh;
-        let y1 = ((y + 1) * sh / dh).max(y0 + 1).min(sh);
-        for x in 0..dw {
-            let x0 = x * sw / dw;
-            let x1 = ((x + 1) * sw / dw).max(x0 + 1).min(sw);
-            let mut sum = 0u32;
-            for row in y0..y1 {
-                let r = &src[row * sw + x0..row * sw + x1];
-                sum += r.iter().map(|&p| u32::from(p)).sum::<u32>();
-            }
-            let n = ((y1 - y0) * (x1 - x0)) as u32;
-            out.push(((sum + n / 2) / n) as u8);
-        }
-    }
-    out
-}
-
-/// The picture scaled to `width` (never up), as a 4:2:0 JPEG.
+/// The picture scaled to `width` (never up), as a 4:2:0 JPEG ([`crate::codec::jpeg`]).
 fn encode(p: &Picture, opts: Options) -> Result<Jpeg, String> {
-    let f = &p.frame;
-    let (w, h) = match opts.width {
-        Some(w) if w < f.width => {
-            let h = (f.height * w + f.width / 2) / f.width;
-            (w & !1, (h & !1).max(2))
-        }
-        _ => (f.width, f.height),
-    };
-    let (cw, ch) = (f.width.div_ceil(2), f.height.div_ceil(2));
-    let (dcw, dch) = (w.div_ceil(2), h.div_ceil(2));
-    let scaled;
-    let planes = if (w, h) == (f.width, f.height) {
-        (&f.y[..], &f.u[..], &f.v[..])
-    } else {
-        scaled = (
-            scale_plane(&f.y, f.width, f.height, w, h),
-            scale_plane(&f.u, cw, ch, dcw, dch),
-            scale_plane(&f.v, cw, ch, dcw, dch),
-        );
-        (&scaled.0[..], &scaled.1[..], &scaled.2[..])
-    };
-    let image = Planar {
-        y: planes.0,
-        u: planes.1,
-        v: planes.2,
-        width: w,
-        height: h,
-    };
-    let (Ok(_), Ok(_)) = (u16::try_from(w), u16::try_from(h)) else {
-        return Err(format!("{w}x{h} is too large for a JPEG"));
-    };
-    let mut out = Vec::with_capacity(w * h / 4);
-    let mut enc = jpeg_encoder::Encoder::new(&mut out, opts.quality);
-    enc.set_sampling_factor(jpeg_encoder::SamplingFactor::R_4_2_0);
-    enc.encode_image(image)
-        .map_err(|e| format!("JPEG encoding failed: {e}"))?;
+    let j = jpeg::encode(&p.frame, opts.width, opts.quality)?;
     Ok(Jpeg {
-        bytes: Bytes::from(out),
+        bytes: Bytes::from(j.bytes),
         capture_unix_us: p.capture_unix_us,
-        width: w,
-        height: h,
+        width: j.width,
+        height: j.height,
     })
-}
-
-/// I420 planes as the JPEG encoder reads them: one row of Y, Cb, Cr per pixel at a time.
-struct Planar<'a> {
-    y: &'a [u8],
-    u: &'a [u8],
-    v: &'a [u8],
-    width: usize,
-    height: usize,
-}
-
-impl jpeg_encoder::ImageBuffer for Planar<'_> {
-    fn get_jpeg_color_type(&self) -> jpeg_encoder::JpegColorType {
-        jpeg_encoder::JpegColorType::Ycbcr
-    }
-
-    fn width(&self) -> u16 {
-        u16::try_from(self.width).unwrap_or(u16::MAX)
-    }
-
-    fn height(&self) -> u16 {
-        u16::try_from(self.height).unwrap_or(u16::MAX)
-    }
-
-    fn fill_buffers(&self, y: u16, buffers: &mut [Vec<u8>; 4]) {
-        let y = usize::from(y);
-        let cw = self.width.div_ceil(2);
-        let luma = &self.y[y * self.width..(y + 1) * self.width];
-        let crow = (y / 2) * cw;
-        buffers[0].extend_from_slice(luma);
-        // Chroma at full width (the encoder subsamples it again for 4:2:0).
-        for (buf, plane) in [(1, self.u), (2, self.v)] {
-            let row = &plane[crow..crow + cw];
-            buffers[buf].extend(row.iter().flat_map(|&c| [c, c]).take(self.width));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -951,13 +710,6 @@ mod tests {
             let e = Options::parse(Some(q)).unwrap_err();
             assert!(e.contains(needle), "{q}: {e}");
         }
-    }
-
-    #[test]
-    fn downscaling_averages_areas() {
-        let src = [0u8, 100, 200, 100, 0, 100, 200, 100];
-        assert_eq!(scale_plane(&src, 4, 2, 2, 1), vec![50, 150]);
-        assert_eq!(scale_plane(&src, 4, 2, 4, 2), src.to_vec());
     }
 
     #[test]

@@ -45,22 +45,18 @@
 
 use std::fmt::Write as _;
 
-use openh264::formats::YUVSource;
-
 // The glyph table lives beside this file (`source/font.rs`) but belongs to the pattern alone.
 #[path = "font.rs"]
 mod font;
 
 use font::{CELL_HEIGHT, CELL_WIDTH, GLYPH_HEIGHT, GLYPH_WIDTH};
 
+pub use crate::codec::i420::{I420Frame, CHROMA_NEUTRAL, Y_BLACK};
+
 /// Number of cells (bits) in the time band.
 pub const BAND_CELLS: usize = 48;
 /// Luma of a 1 cell, and of the text (video-range white).
 pub const Y_WHITE: u8 = 235;
-/// Luma of a 0 cell, and of the text box (video-range black).
-pub const Y_BLACK: u8 = 16;
-/// Chroma of every grey, black or white area.
-pub const CHROMA_NEUTRAL: u8 = 128;
 
 /// Smallest width and height the pattern draws (the band needs 48 columns, the text some room).
 pub const MIN_DIMENSION: usize = 64;
@@ -162,66 +158,12 @@ fn central_half(start: usize, end: usize) -> (usize, usize) {
     }
 }
 
-/// One picture in planar 4:2:0 (I420): full-size luma, then quarter-size U and V, each plane
-/// tightly packed (stride = width, and width / 2 for chroma).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct I420Frame {
-    /// Width in pixels (even).
-    pub width: usize,
-    /// Height in pixels (even).
-    pub height: usize,
-    /// Luma, `width * height` bytes.
-    pub y: Vec<u8>,
-    /// Cb, `(width / 2) * (height / 2)` bytes.
-    pub u: Vec<u8>,
-    /// Cr, `(width / 2) * (height / 2)` bytes.
-    pub v: Vec<u8>,
-}
-
+/// The test pattern's pictures are [`I420Frame`]s (`crate::codec`).
 impl I420Frame {
     /// A black picture of the given (even, in range) size.
     pub fn black(width: usize, height: usize) -> Result<Self, PatternError> {
         check_size(width, height)?;
         Ok(Self::new(width, height))
-    }
-
-    /// A black picture; `width` and `height` must be even (a camera's negotiated size is).
-    pub fn new(width: usize, height: usize) -> Self {
-        let chroma = (width / 2) * (height / 2);
-        Self {
-            width,
-            height,
-            y: vec![Y_BLACK; width * height],
-            u: vec![CHROMA_NEUTRAL; chroma],
-            v: vec![CHROMA_NEUTRAL; chroma],
-        }
-    }
-
-    /// The Y, U and V planes.
-    pub fn planes(&self) -> (&[u8], &[u8], &[u8]) {
-        (&self.y, &self.u, &self.v)
-    }
-}
-
-impl YUVSource for I420Frame {
-    fn dimensions(&self) -> (usize, usize) {
-        (self.width, self.height)
-    }
-
-    fn strides(&self) -> (usize, usize, usize) {
-        (self.width, self.width / 2, self.width / 2)
-    }
-
-    fn y(&self) -> &[u8] {
-        &self.y
-    }
-
-    fn u(&self) -> &[u8] {
-        &self.u
-    }
-
-    fn v(&self) -> &[u8] {
-        &self.v
     }
 }
 

@@ -36,11 +36,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
-    RateControlMode, SpsPpsStrategy, UsageType, VuiConfig,
-};
-use openh264::{OpenH264API, Timestamp};
+use openh264::encoder::{Encoder, FrameType, VuiConfig};
+use openh264::Timestamp;
 
 use super::pattern::{I420Frame, Pattern, PatternError};
 
@@ -379,24 +376,14 @@ impl Testsrc {
         let (width, height) = (opts.width as usize, opts.height as usize);
         let pattern = Pattern::new(width, height)?;
         let picture = I420Frame::black(width, height)?;
-        let config = EncoderConfig::new()
-            .usage_type(UsageType::CameraVideoRealTime)
-            .profile(Profile::Baseline)
-            .rate_control_mode(RateControlMode::Bitrate)
-            .bitrate(BitRate::from_bps(opts.bitrate_bps))
-            .max_frame_rate(FrameRate::from_hz(opts.fps as f32))
-            .intra_frame_period(IntraFramePeriod::from_num_frames(opts.gop_frames))
-            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
-            .skip_frames(false)
-            .scene_change_detect(false)
-            .num_threads(1)
-            // Low complexity: 15 % less CPU at 720p, 35 % at 1080p (x86-64); a test pattern
-            // needs no more.
-            .complexity(Complexity::Low)
-            // The pattern's colours are BT.709 video range; say so in the SPS.
-            .vui(VuiConfig::bt709());
-        let encoder = Encoder::with_api_config(OpenH264API::from_source(), config)
-            .map_err(TestsrcError::EncoderInit)?;
+        // The pattern's colours are BT.709 video range; say so in the SPS.
+        let config = crate::codec::encoder::live_config(
+            opts.bitrate_bps,
+            f64::from(opts.fps),
+            opts.gop_frames,
+        )
+        .vui(VuiConfig::bt709());
+        let encoder = crate::codec::encoder::open(config).map_err(TestsrcError::EncoderInit)?;
         Ok(Self {
             opts,
             pattern,

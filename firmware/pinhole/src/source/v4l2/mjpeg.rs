@@ -34,8 +34,9 @@ use zune_core::colorspace::ColorSpace;
 use zune_core::options::DecoderOptions;
 use zune_jpeg::JpegDecoder;
 
-pub use crate::source::pattern::I420Frame;
-use crate::source::pattern::{CHROMA_NEUTRAL, MAX_DIMENSION};
+use crate::codec::i420::CHROMA_NEUTRAL;
+pub use crate::codec::I420Frame;
+use crate::source::pattern::MAX_DIMENSION;
 
 /// Why one MJPEG frame gave no picture. The frame is to be dropped; the next may be fine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,13 +1,11 @@
-//! The in-process encoder for raw camera frames: OpenH264, set up like the test source
+//! The in-process encoder for raw camera frames: OpenH264 with the settings the test source
+//! uses too (`crate::codec::encoder::live_config`)
 //! (Constrained Baseline, so no B-frames; an IDR every `gop_frames` with SPS/PPS in front;
 //! CBR at the bitrate; no skipped frames).
 
 use media::h264::AccessUnit;
-use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, Profile,
-    RateControlMode, SpsPpsStrategy, UsageType,
-};
-use openh264::{OpenH264API, Timestamp};
+use openh264::encoder::{Encoder, FrameType};
+use openh264::Timestamp;
 
 use super::encoder::EncodeParams;
 use super::yuv::I420;
@@ -42,25 +40,12 @@ impl SoftwareEncoder {
         fps: f64,
         params: EncodeParams,
     ) -> Result<SoftwareEncoder, SoftwareError> {
-        let config = EncoderConfig::new()
-            .usage_type(UsageType::CameraVideoRealTime)
-            .profile(Profile::Baseline)
-            .rate_control_mode(RateControlMode::Bitrate)
-            .bitrate(BitRate::from_bps(params.bitrate_bps))
-            .max_frame_rate(FrameRate::from_hz(fps.clamp(1.0, 120.0) as f32))
-            .intra_frame_period(IntraFramePeriod::from_num_frames(params.gop_frames.max(1)))
-            .sps_pps_strategy(SpsPpsStrategy::ConstantId)
-            .skip_frames(false)
-            .scene_change_detect(false)
-            .num_threads(1)
-            .complexity(Complexity::Low);
+        let config = crate::codec::encoder::live_config(params.bitrate_bps, fps, params.gop_frames);
         let encoder =
-            Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|source| {
-                SoftwareError::Init {
-                    width,
-                    height,
-                    source,
-                }
+            crate::codec::encoder::open(config).map_err(|source| SoftwareError::Init {
+                width,
+                height,
+                source,
             })?;
         Ok(SoftwareEncoder {
             encoder,

@@ -6,7 +6,7 @@
 use super::negotiate::RawFormat;
 
 /// A planar 4:2:0 picture with tight strides: the test source's picture type.
-pub use crate::source::pattern::I420Frame as I420;
+pub use crate::codec::I420Frame as I420;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConvertError {
