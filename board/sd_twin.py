@@ -562,8 +562,12 @@ FW_ENV_CONFIG = "/boot/uboot.env 0x0000    0x4000\n"
 
 
 def slot_tree(tree: Path, *, version: str, binary: Path, keyring: Path, never_ready: bool = False,
-              panic: bool = False, filler_mb: int = 0) -> None:
-    """A root slot: the Debian root, then what the image's recipes install, from the repository."""
+              panic: bool = False, filler_mb: int = 0, trial_s: int = 0) -> None:
+    """A root slot: the Debian root, then what the image's recipes install, from the repository.
+    never_ready: pinhole never sends READY=1; panic: the slot's first process exits (a kernel
+    panic before user space); filler_mb: incompressible bytes (a bigger slot); trial_s: the trial
+    deadline of pinhole-ota-deadline.service (PINHOLE_OTA_TRIAL_S) instead of /etc/pinhole-ota.conf's
+    300 s, for tests that wait for a trial to fail."""
     k = kernel()
     base = base_root()
     if tree.exists():
@@ -614,6 +618,10 @@ def slot_tree(tree: Path, *, version: str, binary: Path, keyring: Path, never_re
     _install(ota / "pinhole-ota.conf", t / "etc/pinhole-ota.conf")
     _install(ota / "boot-complete.target.d/50-pinhole-ota-cloudflared.conf",
              sysd / "boot-complete.target.d/50-pinhole-ota-cloudflared.conf")
+
+    if trial_s:
+        _write(sysd / "pinhole-ota-deadline.service.d/50-sd-twin-trial.conf",
+               f"[Service]\nEnvironment=PINHOLE_OTA_TRIAL_S={trial_s}\n")
 
     # --- OpenSSH as the image has it: keys on /data, made on the first boot (see SSHDGENKEYS).
     for f in (t / "etc/ssh").glob("ssh_host_*"):

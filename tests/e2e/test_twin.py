@@ -48,3 +48,51 @@ def test_first_boot_imports_the_owners_file_streams_and_marks_the_slot_good(new_
     assert a.get("boot_status") == "good", rs
     env = cam.env()
     assert env.get("BOOT_A_LEFT") == "3", env
+
+
+def slots_of(rs: dict) -> dict[str, dict]:
+    return {name: s for d in rs["slots"] for name, s in d.items()}
+
+
+def test_a_signed_verity_bundle_installs_boots_the_other_slot_and_is_marked_good(new_camera, twin_parts):
+    cam = new_camera()
+    cam.power_on()
+    cam.wait_streaming()
+    bundle = twin_parts.bundle("2.0.0")
+    t0 = time.time()
+    p = cam.ota(bundle)
+    took = time.time() - t0
+    assert p.returncode == 0, p.stdout + p.stderr
+    print(f"pinhole-ota of a {bundle.stat().st_size >> 20} MiB verity bundle: {took:.0f} s")
+    out = p.stdout + p.stderr
+    assert "2.0.0" in out, out
+    rs = cam.rauc_status()
+    slots = slots_of(rs)
+    assert rs["booted"] == "B", rs
+    assert slots["rootfs.1"].get("boot_status") == "good", rs
+    assert slots["rootfs.1"]["slot_status"]["bundle"]["version"] == "2.0.0", rs
+    env = cam.env()
+    assert env["BOOT_ORDER"].split()[0] == "B" and env["BOOT_B_LEFT"] == "3", env
+    st = cam.status()
+    assert st and st["version"], st
+    assert cam.ssh(". /etc/os-release; echo $IMAGE_VERSION").stdout.strip() == "2.0.0"
+
+
+def test_a_bundle_whose_pinhole_never_becomes_ready_rolls_back_and_says_why(new_camera, twin_parts):
+    cam = new_camera()
+    cam.power_on()
+    cam.wait_streaming()
+    bundle = twin_parts.bundle("2.0.1-never-ready", never_ready=True, trial_s=90)
+    p = cam.ota(bundle)
+    out = p.stdout + p.stderr
+    assert p.returncode == 6, out
+    assert "ROLLED BACK: the camera came back on slot A" in out, out
+    assert "slot B did not reach boot-complete.target" in out, out
+    assert "pinhole.service" in out, "the trial boot's journal is not reported"
+    rs = cam.rauc_status()
+    assert rs["booted"] == "A", rs
+    assert slots_of(rs)["rootfs.1"].get("boot_status") == "bad", rs
+    assert cam.ssh(". /etc/os-release; echo $IMAGE_VERSION").stdout.strip() == "1.0.0"
+    env = cam.env()
+    assert env["BOOT_ORDER"].split()[0] == "A", env
+    assert cam.wait_streaming(timeout=120)[1]["fragments"] >= 3

@@ -162,7 +162,7 @@ class Camera:
         raise AssertionError(f"no SSH within {timeout} s:\n{self.console()}")
 
     def rauc_status(self) -> dict:
-        return json.loads(self.ssh("rauc status --output-format=json").stdout)
+        return json.loads(self.ssh("rauc status --detailed --output-format=json").stdout)
 
     def env(self) -> dict[str, str]:
         out = self.ssh("fw_printenv").stdout
