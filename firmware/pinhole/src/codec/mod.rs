@@ -8,10 +8,10 @@
 //! source::v4l2 ────┼─ I420Frame ─ encoder::live_config ─► H.264       serve::snapshot ┴─ jpeg
 //! ```
 
-pub mod decode;
-pub mod encoder;
-pub mod i420;
-pub mod jpeg;
-pub mod scale;
+pub(crate) mod decode;
+pub(crate) mod encoder;
+pub(crate) mod i420;
+pub(crate) mod jpeg;
+pub(crate) mod scale;
 
 pub use self::i420::I420Frame;

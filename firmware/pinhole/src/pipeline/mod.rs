@@ -14,8 +14,8 @@
 //! It imports the hub, status and `media`, nothing else (`tests/module-cycles` checks): the
 //! sources, the serving side and systemd's watchdog all know the pipeline, never the reverse.
 
-pub mod counters;
-pub mod tap;
+pub(crate) mod counters;
+pub(crate) mod tap;
 
 use std::sync::{Arc, Mutex};
 

@@ -10,8 +10,8 @@
 //! Each camera reaches it as a `stream::Stream`, which owns its hub, tap, snapshots and LL-HLS.
 //! ```
 
-pub mod hls;
+pub(crate) mod hls;
 pub mod http;
 pub mod progress;
-pub mod snapshot;
-pub mod ui;
+pub(crate) mod snapshot;
+pub(crate) mod ui;

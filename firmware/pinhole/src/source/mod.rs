@@ -5,12 +5,12 @@
 //! source gets the same behaviour: restart with capped exponential backoff, reset once a run has
 //! been healthy for a while, state and last error visible in `/api/status`.
 
-pub mod clock;
-pub mod exec;
+pub(crate) mod clock;
+pub(crate) mod exec;
 pub mod gst;
 pub mod pattern;
-pub mod rtsp;
-pub mod rtsps;
+pub(crate) mod rtsp;
+pub(crate) mod rtsps;
 pub mod testsrc;
 pub mod v4l2;
 

@@ -182,7 +182,7 @@ pub fn select_encoder(
 }
 
 /// Stateful codec control ids (`linux/v4l2-controls.h`, `V4L2_CID_CODEC_BASE` = 0x00990900).
-pub mod cid {
+pub(crate) mod cid {
     const BASE: u32 = 0x0099_0900;
     pub const B_FRAMES: u32 = BASE + 202;
     pub const GOP_SIZE: u32 = BASE + 203;

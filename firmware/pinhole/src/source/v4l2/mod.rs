@@ -20,14 +20,14 @@
 //! k/M suffixes), `gop=FRAMES` (one second), `encoder=auto|software|/dev/videoN`.
 
 pub mod device;
-pub mod encoder;
+pub(crate) mod encoder;
 pub mod frames;
 pub mod hardware;
 pub mod mjpeg;
 pub mod negotiate;
 pub mod probe;
 pub mod software;
-pub mod yuv;
+pub(crate) mod yuv;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
