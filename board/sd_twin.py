@@ -586,8 +586,12 @@ def slot_tree(tree: Path, *, version: str, binary: Path, keyring: Path, never_re
 
     # --- pinhole (recipes-pinhole/pinhole/pinhole_git.bb do_install:append)
     if never_ready:
-        _write(t / "usr/bin/pinhole", "#!/bin/sh\n# sd-twin: a pinhole that never becomes ready "
-               "(never sends READY=1)\nexec sleep infinity\n", 0o755)
+        # pinhole's daemon never becomes ready (never sends READY=1); its subcommands, such as the
+        # first-boot import every boot runs, work.
+        _install(binary, t / "usr/libexec/sd-twin/pinhole", 0o755)
+        _write(t / "usr/bin/pinhole", "#!/bin/sh\n# sd-twin: a pinhole whose daemon never becomes "
+               "ready; its subcommands work\ncase \"$1\" in\n  -*) exec sleep infinity ;;\nesac\n"
+               "exec /usr/libexec/sd-twin/pinhole \"$@\"\n", 0o755)
     else:
         _install(binary, t / "usr/bin/pinhole", 0o755)
     sysd = t / "usr/lib/systemd/system"

@@ -67,11 +67,12 @@ class Parts:
 """)
         self._bundles: dict[tuple, Path] = {}
 
-    def slot_image(self, version: str, **kw) -> Path:
+    def slot_image(self, version: str, image_mb: int | None = None, **kw) -> Path:
+        """A root file system image; image_mb: its size (default: the content plus 30 %)."""
         tree = self.work / f"tree-{version}"
         out = self.work / f"rootfs-{version}-{len(self._bundles)}.ext4"
         sd_twin.slot_tree(tree, version=version, binary=self.binary, keyring=self.cert, **kw)
-        sd_twin.ext4_image(tree, out)
+        sd_twin.ext4_image(tree, out, image_mb)
         shutil.rmtree(tree, ignore_errors=True)
         return out
 
@@ -182,6 +183,18 @@ class Camera:
 @pytest.fixture(scope="session")
 def twin_parts(tmp_path_factory) -> Parts:
     return Parts(tmp_path_factory.mktemp("twin"))
+
+
+@pytest.fixture(scope="module")
+def camera(twin_parts, tmp_path_factory):
+    """One camera shared by a module's tests, in file order (a first boot, then what an owner does
+    with it): each boot under emulation costs about a minute, each update several."""
+    c = Camera(twin_parts, tmp_path_factory.mktemp("camera"), setup_toml(twin_parts.ssh_line))
+    c.power_on()
+    yield c
+    c.power_cut()
+    if os.environ.get("PINHOLE_TWIN_KEEP") != "1":
+        c.card.unlink(missing_ok=True)
 
 
 @pytest.fixture
