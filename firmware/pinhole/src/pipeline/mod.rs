@@ -99,6 +99,8 @@ impl Pipeline {
                 }
                 Output::Part(part) => {
                     self.counters.part_out();
+                    // The tap's frames in this part now share its bytes (one copy of a GOP).
+                    self.tap.share(&part.framed, part.frame_count);
                     self.status
                         .record_part(part.duration_90k, part.frame_count, part.framed.len());
                     self.hub.publish(part);
@@ -139,5 +141,69 @@ impl FrameSink for Pipeline {
                 self.status.note_source_error(format!("segmenter: {e}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use media::h264::AnnexBReader;
+
+    const CLIP: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../media/tests/fixtures/x264_high_720p30_gop6.h264"
+    );
+
+    /// Why: the snapshot tap held its own copy of the GOP beside the ring's (issue 25's
+    /// memory). After each part, the tap's frames in it are views of the part the hub keeps.
+    #[test]
+    fn the_tap_holds_the_frames_of_cut_parts_as_views_of_the_hub_s_parts() {
+        let hub = Hub::new();
+        let status = Arc::new(Status::new("cam", "test".into(), 100));
+        let config = SegmenterConfig {
+            fragment_duration_90k: 9_000,
+            low_delay_vui: true,
+        };
+        let mut p = Pipeline::new(config, hub.clone(), status).unwrap();
+        // The clip: 9 frames, an IDR every 6, AUDs on. Three times over, then one GOP of 6
+        // (two parts of 3 frames at 30 fps and 100 ms parts).
+        let mut reader = AnnexBReader::new();
+        reader.push(&std::fs::read(CLIP).unwrap());
+        reader.finish();
+        let clip: Vec<_> = std::iter::from_fn(|| reader.next_au())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(clip.len(), 9);
+        let aus = clip.iter().cycle().take(27 + 6).cloned();
+        for (n, au) in (0u64..).zip(aus) {
+            p.frame(Frame {
+                dts_90k: n * 3_000,
+                duration_90k: 3_000,
+                cts_offset_90k: 0,
+                capture_unix_us: 1_000_000 + n * 33_333,
+                au,
+            });
+        }
+        let ring = hub.ring();
+        let inside = |nal: &bytes::Bytes| {
+            let at = nal.as_ptr() as usize;
+            ring.iter().any(|e| {
+                let r = e.part.framed.as_ptr() as usize;
+                at >= r && at + nal.len() <= r + e.part.framed.len()
+            })
+        };
+        let Ok(tap::Catchup::Restart { frames, .. }) = p.tap().catchup(0, None) else {
+            panic!("the tap holds a GOP");
+        };
+        // Every frame but those of the part still being cut lives in the ring's bytes.
+        let shared = frames.iter().filter(|f| f.nals.iter().all(&inside)).count();
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        assert!(
+            shared + 3 >= frames.len(),
+            "{shared} of {} shared",
+            frames.len()
+        );
+        assert!(shared >= 1);
     }
 }
