@@ -312,18 +312,8 @@ def boot_script(out_dir: Path) -> Path:
 
 
 def sysroot() -> Path:
-    d, done = stage("sysroot-arm64", key_of(SUITE, MIRROR, RAUC_SYSROOT_PACKAGES))
-    if done:
-        return d / "root"
-    t0 = time.time()
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    say("mmdebstrap: the arm64 -dev packages RAUC builds against (extract only)")
-    run(["mmdebstrap", "--arch=arm64", "--variant=extract", f"--include={','.join(RAUC_SYSROOT_PACKAGES)}",
-         "--dpkgopt=path-exclude=/usr/share/man/*", "--dpkgopt=path-exclude=/usr/share/doc/*",
-         "--dpkgopt=path-exclude=/usr/share/locale/*", SUITE, str(d / "root"), MIRROR], timeout=1200)
-    finish(d, t0, "arm64 sysroot")
-    return d / "root"
+    """The arm64 -dev packages RAUC builds against (extracted, no maintainer scripts)."""
+    return debian_extract("sysroot-arm64", RAUC_SYSROOT_PACKAGES)
 
 
 def _meson_build(src: Path, build: Path, dest: Path, options: list[str], cross: Path | None) -> None:
